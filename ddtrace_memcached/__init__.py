@@ -1,0 +1,114 @@
+"""Datadog tracing for memcached, through the ``pymemcache`` client.
+
+Every command a ``pymemcache`` client sends to a server becomes one span: ``get``,
+``set``, ``get_many``, ``incr``, ``stats``, ``raw_command`` and the rest, on
+``Client``, ``PooledClient``, ``HashClient`` and ``RetryingClient``, including
+clients created before tracing was enabled.
+
+Enabling
+~~~~~~~~
+Install the package next to ``ddtrace``; nothing else changes::
+
+    pip install ddtrace-memcached
+
+``ddtrace-run`` and ``import ddtrace.auto`` enable it by default::
+
+    ddtrace-run python app.py
+
+In code, before or after ``pymemcache`` is imported::
+
+    import ddtrace
+    ddtrace.patch(memcached=True)
+
+or without ddtrace's patching machinery::
+
+    import ddtrace_memcached
+    ddtrace_memcached.patch()      # ddtrace_memcached.unpatch() undoes it
+
+The package registers the ``memcached`` integration with ddtrace through a
+``ddtrace_memcached.pth`` file; a process that never imports ddtrace imports
+nothing of it but one small module. Where ``.pth`` files are not processed
+(``python -S``, some bundlers), ``import ddtrace_memcached`` registers it too.
+
+ddtrace's built-in ``pymemcache`` integration
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+While this integration is enabled it takes precedence: ddtrace's own
+``pymemcache`` integration is not patched, or is switched off if it already was,
+so each command gets exactly one span. ``unpatch()`` hands back to it. To trace no
+memcached command at all, disable both: ``DD_TRACE_MEMCACHED_ENABLED=false`` and
+``DD_TRACE_PYMEMCACHE_ENABLED=false``.
+
+Spans
+~~~~~
+- name ``memcached.command`` (schema v0 and v1), type ``cache``, resource the
+  command (``get_multi`` is reported as ``get_many``, ``set_multi`` as
+  ``set_many``, ``delete_multi`` as ``delete_many``);
+- ``component:memcached``, ``span.kind:client``, ``db.system:memcached``;
+- ``out.host`` and ``server.address``: the server the command went to (for
+  ``HashClient``, the node; for a unix socket, its path), and the metric
+  ``network.destination.port``. ``out.host`` is the ``peer.service`` precursor;
+- ``db.row_count`` on reads: the keys found. A stored falsy value is a hit, a
+  miss that returns ``get``'s ``default`` is not;
+- ``memcached.retry.attempt`` (from 1) on the spans of a ``RetryingClient``;
+- errors: ``error.type``, ``error.message`` and ``error.stack``. The exception
+  reaches the application unchanged;
+- ``memcached.query``: the command and the keys as sent (with ``key_prefix``),
+  only when enabled. Never a value: ``raw_command`` keeps its first line only.
+  It is cut at 1000 characters, and then ends with ``...``.
+
+Settings
+~~~~~~~~
+.. list-table::
+   :header-rows: 1
+
+   * - Environment variable
+     - ``ddtrace.config.memcached``
+     - Default
+     - Meaning
+   * - ``DD_TRACE_MEMCACHED_ENABLED``
+     -
+     - ``true``
+     - Enable under ``ddtrace-run`` / ``import ddtrace.auto``. Also
+       ``DD_PATCH_MODULES=memcached:false``.
+   * - ``DD_MEMCACHED_SERVICE``
+     - ``service``
+     - ``memcached`` (schema v0), ``DD_SERVICE`` (schema v1)
+     - The spans' service.
+   * - ``DD_TRACE_MEMCACHED_COMMAND_ENABLED``
+     - ``command_enabled``
+     - ``false``
+     - Add ``memcached.query`` with the command's keys.
+
+ddtrace's own settings apply as usual: ``DD_TRACE_SPAN_ATTRIBUTE_SCHEMA``,
+``DD_TRACE_PEER_SERVICE_DEFAULTS_ENABLED``, ``DD_TRACE_PEER_SERVICE_MAPPING``,
+``DD_TRACE_REMOVE_INTEGRATION_SERVICE_NAMES_ENABLED``, ``DD_SERVICE_MAPPING``,
+``DD_TRACE_SAFE_INSTRUMENTATION_ENABLED`` (pymemcache >= 3.4 is supported).
+
+Per-client overrides
+~~~~~~~~~~~~~~~~~~~~
+On any client type, and on every supported ddtrace version::
+
+    ddtrace_memcached.override(client, service="sessions-cache", tags={"team": "web"})
+
+An override on a ``PooledClient``, ``HashClient`` or ``RetryingClient`` applies to
+every span it causes. ddtrace's ``Pin.override(client, service=..., tags=...)``
+is honored too (``ddtrace.trace.Pin`` on ddtrace 3.x). The most specific wins: a
+client's ``override`` over its ``Pin``, and a client's own settings over those of
+the clients that wrap it.
+
+Debug logs go to the ``ddtrace.contrib.memcached`` logger (``DD_TRACE_DEBUG=true``).
+The integration's own failures are logged there and never reach the application.
+"""
+
+import _ddtrace_memcached_hook
+
+from .overrides import override
+from .patch import get_version
+from .patch import patch
+from .patch import unpatch
+
+
+__version__ = "0.1.0"
+__all__ = ["patch", "unpatch", "override", "get_version", "__version__"]
+
+_ddtrace_memcached_hook.install()

@@ -1,0 +1,188 @@
+"""Traces ``pymemcache``: one span per command that a ``Client`` sends to a server.
+
+Every command method of ``pymemcache.client.base.Client`` is wrapped at class level
+with :func:`wrapt.wrap_function_wrapper`, so subclasses, ``pymemcache.Client`` and
+clients created before :func:`patch` are traced, and ``isinstance`` keeps working.
+``PooledClient``, ``HashClient`` and ``RetryingClient`` create no spans: they call
+``Client`` methods, and only pass their overrides (and retry attempts) down.
+"""
+
+from functools import partial
+import logging
+from typing import Dict
+
+import pymemcache
+from pymemcache.client.base import Client
+from pymemcache.client.base import PooledClient
+from pymemcache.client.hash import HashClient
+import wrapt
+
+from ddtrace.trace import tracer
+
+from . import builtin
+from . import commands
+from . import overrides
+from . import settings
+from .commands import Command
+from .commands import Read
+
+
+log = logging.getLogger("ddtrace.contrib.memcached")
+
+
+def get_version() -> str:
+    return getattr(pymemcache, "__version__", "")
+
+
+def _supported_versions() -> Dict[str, str]:
+    return {"pymemcache": ">=3.4"}
+
+
+def _parse_version(version: str) -> tuple:
+    parts = []
+    for part in version.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+PYMEMCACHE_VERSION = _parse_version(get_version())
+HAS_RETRYING_CLIENT = PYMEMCACHE_VERSION >= (3, 5)
+COMMANDS = commands.commands_for(PYMEMCACHE_VERSION)
+
+if HAS_RETRYING_CLIENT:
+    from pymemcache.client.retrying import RetryingClient
+
+_OPERATION = "memcached.command"  # schematized again by patch(), once the schema is known
+
+
+# --- span lifecycle --------------------------------------------------------------
+
+
+def _server_tags(server) -> tuple:
+    """(out.host, port or None) for a ``(host, port)`` pair or a unix socket path."""
+    if isinstance(server, (tuple, list)) and len(server) == 2:
+        return str(server[0]), server[1]
+    return str(server), None
+
+
+def _start_span(command: Command, client, args, kwargs):
+    scope = overrides.for_span(client)
+    int_config = settings.integration_config()
+    span = tracer.trace(
+        _OPERATION,
+        service=scope.service or int_config.service or int_config._default_service,
+        resource=command.resource,
+        span_type="cache",
+    )
+    try:
+        host, port = _server_tags(client.server)
+        span.set_tag("component", settings.INTEGRATION)
+        span.set_tag("span.kind", "client")
+        span.set_tag("db.system", "memcached")
+        span.set_tag("out.host", host)
+        span.set_tag("server.address", host)
+        if port is not None:
+            span.set_metric("network.destination.port", port)
+        span.set_metric("_dd.measured", 1)
+        if scope.attempt is not None:
+            span.set_metric("memcached.retry.attempt", scope.attempt)
+        if int_config.command_enabled:
+            span.set_tag("memcached.query", commands.query(command, args, kwargs, getattr(client, "key_prefix", b"")))
+        if scope.tags:
+            span.set_tags(scope.tags)
+    except Exception:
+        log.debug("could not tag the span of memcached %s", command.resource, exc_info=True)
+    return span
+
+
+def _trace_command(command: Command, wrapped, instance, args, kwargs):
+    """The one wrapper of every ``Client`` command; ``command`` is bound with partial."""
+    if not tracer.enabled:
+        return wrapped(*args, **kwargs)
+    try:
+        span = _start_span(command, instance, args, kwargs)
+    except Exception:
+        log.debug("could not start the span of memcached %s", command.resource, exc_info=True)
+        return wrapped(*args, **kwargs)
+
+    with span:  # on an exception: error tags, finish, and the same exception goes on
+        if command.read is Read.ONE:
+            args, kwargs, default = commands.with_miss_sentinel(args, kwargs)
+            result = wrapped(*args, **kwargs)
+            result, rows = commands.restore_default(command, result, default)
+        else:
+            result = wrapped(*args, **kwargs)
+            rows = commands.found(result) if command.read is Read.MANY else None
+        if rows is not None:
+            try:
+                span.set_metric("db.row_count", rows)
+            except Exception:
+                log.debug("could not set db.row_count", exc_info=True)
+        return result
+
+
+# --- patching --------------------------------------------------------------------
+
+
+def _is_ours(attribute) -> bool:
+    wrapper = attribute._self_wrapper
+    return wrapper in (overrides.within, overrides.within_retry) or getattr(wrapper, "func", None) is _trace_command
+
+
+def _wrap(cls, method: str, wrapper) -> None:
+    """Wraps ``cls.method`` unless our wrapper is already anywhere in its chain."""
+    attribute = vars(cls).get(method)
+    if attribute is None:
+        return
+    while isinstance(attribute, wrapt.FunctionWrapper):
+        if _is_ours(attribute):
+            return
+        attribute = attribute.__wrapped__
+    wrapt.wrap_function_wrapper(cls, method, wrapper)
+
+
+def _unwrap(cls, method: str) -> None:
+    """Removes our wrapper, also from under a wrapper someone put on top of it."""
+    outer, attribute = None, vars(cls).get(method)
+    while isinstance(attribute, wrapt.FunctionWrapper):
+        if _is_ours(attribute):
+            if outer is None:
+                setattr(cls, method, attribute.__wrapped__)
+            else:
+                outer.__wrapped__ = attribute.__wrapped__
+            return
+        outer, attribute = attribute, attribute.__wrapped__
+
+
+def _targets():
+    """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
+    for command in COMMANDS:
+        yield Client, command.method, partial(_trace_command, command)
+        yield PooledClient, command.method, overrides.within
+        yield HashClient, command.method, overrides.within
+    if HAS_RETRYING_CLIENT:
+        yield RetryingClient, "_retry", overrides.within_retry
+
+
+def patch() -> None:
+    """Traces pymemcache. Idempotent; takes precedence over ddtrace's ``pymemcache``."""
+    global _OPERATION
+    settings.register()
+    _OPERATION = settings.operation_name()
+    builtin.silence()
+    for cls, method, wrapper in _targets():
+        _wrap(cls, method, wrapper)
+    if HAS_RETRYING_CLIENT and overrides.PIN_ATTR not in vars(RetryingClient):
+        # Its __getattr__ would answer Pin.get_from() with a function; None lets
+        # ddtrace's Pin.override() work on it.
+        setattr(RetryingClient, overrides.PIN_ATTR, None)
+
+
+def unpatch() -> None:
+    """Restores every method :func:`patch` wrapped. Idempotent."""
+    for cls, method, _ in _targets():
+        _unwrap(cls, method)
+    if HAS_RETRYING_CLIENT and vars(RetryingClient).get(overrides.PIN_ATTR, False) is None:
+        delattr(RetryingClient, overrides.PIN_ATTR)
+    builtin.restore()

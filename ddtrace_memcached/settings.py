@@ -1,0 +1,40 @@
+"""The integration's settings in ``ddtrace.config.memcached``, and its span names."""
+
+import os
+
+from ddtrace import config
+from ddtrace.internal.schema import schematize_cache_operation
+from ddtrace.internal.schema import schematize_service_name
+
+import _ddtrace_memcached_hook
+
+
+INTEGRATION = _ddtrace_memcached_hook.INTEGRATION
+COMMAND_ENABLED_ENV = "DD_TRACE_MEMCACHED_COMMAND_ENABLED"
+
+
+def _asbool(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def register() -> None:
+    """Adds ``config.memcached``'s defaults; settings the user made already are kept.
+
+    ``DD_MEMCACHED_SERVICE`` is read by ddtrace itself into ``config.memcached.service``.
+    """
+    _ddtrace_memcached_hook.add_integration_config(type(config).__module__)
+    config._add(
+        INTEGRATION,
+        dict(
+            _default_service=schematize_service_name("memcached"),
+            command_enabled=_asbool(os.environ.get(COMMAND_ENABLED_ENV, "false")),
+        ),
+    )
+
+
+def integration_config():
+    return getattr(config, INTEGRATION)
+
+
+def operation_name() -> str:
+    return schematize_cache_operation("memcached.command", cache_provider="memcached")
