@@ -12,6 +12,7 @@ traces in ``_WrapperBase._trace_function_as_command``. While ours is patched:
 """
 
 import logging
+import sys
 
 import pymemcache
 import pymemcache.client.base
@@ -39,24 +40,36 @@ def _skip_patch(wrapped, instance, args, kwargs):
     log.debug("ddtrace's pymemcache integration not patched: the memcached integration is")
 
 
+_BUILTIN_CLIENT = "ddtrace.contrib.internal.pymemcache.client"
+
+
+def original_classes() -> tuple:
+    """pymemcache's own ``Client`` and ``HashClient``, even while the built-in's proxies stand in."""
+    builtin_client = sys.modules.get(_BUILTIN_CLIENT)
+    if builtin_client is not None:
+        return builtin_client._Client, builtin_client._HashClient
+    return pymemcache.client.base.Client, pymemcache.client.hash.HashClient
+
+
 def silence() -> None:
     """Called by our ``patch()``."""
     if _saved:
         return
+    original_client, original_hash_client = original_classes()
+    # Importing the built-in's client module points HashClient at its proxy.
+    client_class = original_hash_client.client_class
     try:
         from ddtrace.contrib.internal.pymemcache import client as builtin_client
         from ddtrace.contrib.internal.pymemcache import patch as builtin_patch
     except ImportError:
         return
-    original_client = builtin_client._Client
-    original_hash_client = builtin_client._HashClient
+    _saved.append((original_hash_client, "client_class", client_class))
+    original_hash_client.client_class = original_client
     if getattr(pymemcache, "_datadog_patch", False):
         _set(pymemcache, "_datadog_patch", False)
         _set(pymemcache.client.base, "Client", original_client)
         _set(pymemcache.client.hash, "Client", original_client)
         _set(pymemcache.client.hash, "HashClient", original_hash_client)
-    if original_hash_client.client_class is not original_client:
-        _set(original_hash_client, "client_class", original_client)
     _set(builtin_patch, "patch", wrapt.FunctionWrapper(builtin_patch.patch, _skip_patch))
     base = builtin_client._WrapperBase
     _set(base, "_trace_function_as_command", wrapt.FunctionWrapper(base._trace_function_as_command, _bypass_trace))

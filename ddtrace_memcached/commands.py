@@ -19,29 +19,31 @@ TRUNCATED = "..."
 
 
 class Keys(enum.Enum):
-    """Where a command's keys are in its arguments."""
+    """Where a command's keys are in its arguments; the value names the parameter."""
 
-    NONE = "none"
-    ONE = "one"  # first argument, ``key``
-    MANY = "many"  # first argument, a collection of keys (or a dict of key -> value)
-    ARGS = "args"  # every positional argument (``stats``)
-    RAW = "raw"  # the first line of ``raw_command``'s command
+    NONE = None
+    ONE = "key"  # the first argument
+    MANY = "keys"  # the first argument, a collection of keys
+    MAPPING = "values"  # the first argument, a dict of key -> value
+    ARGS = "*args"  # every positional argument (``stats``)
+    RAW = "command"  # the first line of ``raw_command``'s command
 
 
 class Read(enum.Enum):
     """How a command's result says how many keys were found."""
 
     NONE = "none"
-    ONE = "one"  # get / gets: a hit or a miss, told apart with a sentinel default
+    ONE = "one"  # get: a hit or a miss, told apart with a sentinel default
+    ONE_WITH_CAS = "one_with_cas"  # gets: the same, in a (value, cas) pair
     MANY = "many"  # get_many / gets_many: the dict of the keys found
 
 
 class Command(NamedTuple):
-    method: str
-    resource: str
-    keys: Keys = Keys.NONE
-    read: Read = Read.NONE
-    since: tuple = (3, 4)
+    method: str  # the attribute of ``Client``
+    resource: str  # the span's resource: aliases are reported under the name they alias
+    keys: Keys
+    read: Read
+    since: tuple  # the first pymemcache version that has it
 
 
 def _command(method, keys=Keys.NONE, read=Read.NONE, since=(3, 4), resource=None):
@@ -51,8 +53,8 @@ def _command(method, keys=Keys.NONE, read=Read.NONE, since=(3, 4), resource=None
 COMMANDS = (
     # storage
     _command("set", Keys.ONE),
-    _command("set_many", Keys.MANY),
-    _command("set_multi", Keys.MANY, resource="set_many"),
+    _command("set_many", Keys.MAPPING),
+    _command("set_multi", Keys.MAPPING, resource="set_many"),
     _command("add", Keys.ONE),
     _command("replace", Keys.ONE),
     _command("append", Keys.ONE),
@@ -62,7 +64,7 @@ COMMANDS = (
     _command("get", Keys.ONE, Read.ONE),
     _command("get_many", Keys.MANY, Read.MANY),
     _command("get_multi", Keys.MANY, Read.MANY, resource="get_many"),
-    _command("gets", Keys.ONE, Read.ONE),
+    _command("gets", Keys.ONE, Read.ONE_WITH_CAS),
     _command("gets_many", Keys.MANY, Read.MANY),
     # deletion, arithmetic, touch
     _command("delete", Keys.ONE),
@@ -111,9 +113,9 @@ def query(command: Command, args: tuple, kwargs: dict, key_prefix: bytes) -> str
     parts = [command.resource]
     kind = command.keys
     if kind is Keys.ONE:
-        parts.append(_key_text(_first_arg(args, kwargs, "key"), key_prefix))
-    elif kind is Keys.MANY:
-        keys = _first_arg(args, kwargs, "values" if command.resource == "set_many" else "keys")
+        parts.append(_key_text(_first_arg(args, kwargs, kind.value), key_prefix))
+    elif kind is Keys.MANY or kind is Keys.MAPPING:
+        keys = _first_arg(args, kwargs, kind.value)
         if isinstance(keys, Collection):
             # Stop early: a get_many of 100,000 keys must not build a huge string.
             length = len(command.resource)
@@ -126,7 +128,7 @@ def query(command: Command, args: tuple, kwargs: dict, key_prefix: bytes) -> str
     elif kind is Keys.ARGS:
         parts.extend(_key_text(arg, b"") for arg in args)
     elif kind is Keys.RAW:
-        raw = _first_arg(args, kwargs, "command")
+        raw = _first_arg(args, kwargs, kind.value)
         if isinstance(raw, (str, bytes)):
             # Storage commands carry their value after the first line: drop it.
             parts = [_key_text(raw, b"").split("\r", 1)[0].split("\n", 1)[0]]
@@ -156,7 +158,7 @@ def with_miss_sentinel(args: tuple, kwargs: dict):
 
 def restore_default(command: Command, result: Any, default: Any):
     """Undoes :func:`with_miss_sentinel`; returns the app's result and the row count."""
-    if command.resource == "gets":
+    if command.read is Read.ONE_WITH_CAS:
         if isinstance(result, tuple) and len(result) == 2 and result[0] is MISS:
             return (default, result[1]), 0
         return result, 1

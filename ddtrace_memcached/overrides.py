@@ -7,12 +7,15 @@ context variable for the duration of a call; the ``Client`` span reads it.
 """
 
 import contextvars
+import logging
 from typing import Any
 from typing import Dict
 from typing import Mapping
 from typing import NamedTuple
 from typing import Optional
 
+
+log = logging.getLogger("ddtrace.contrib.memcached")
 
 PIN_ATTR = "_datadog_pin"  # where ddtrace's Pin.onto() puts a Pin, on 3.x and 4.x
 OVERRIDE_ATTR = "_ddtrace_memcached_override"
@@ -70,6 +73,19 @@ def _own(client: Any, outer: Scope) -> Scope:
     return scope
 
 
+def _get_pin(client: Any) -> Any:
+    return vars(client).get(PIN_ATTR)
+
+
+def _set_pin(client: Any, pin: Any) -> None:
+    pin._target = id(client)  # the owner, as Pin.onto() marks it
+    vars(client)[PIN_ATTR] = pin
+
+
+PIN_ACCESSORS = {"__getddpin__": _get_pin, "__setddpin__": _set_pin}
+"""Pin.get_from()/onto() use these when present; RetryingClient gets them while patched."""
+
+
 def for_span(client: Any) -> Scope:
     """The scope of a span that ``client`` (a ``Client``) is about to create.
 
@@ -82,7 +98,11 @@ def for_span(client: Any) -> Scope:
 def within(wrapped, instance, args, kwargs):
     """wrapt wrapper for wrapper clients' methods: their override covers the call."""
     outer = _scope.get()
-    scope = _own(instance, outer)
+    try:
+        scope = _own(instance, outer)
+    except Exception:
+        log.debug("could not read the overrides of %r", type(instance), exc_info=True)
+        scope = outer
     if scope is outer:
         return wrapped(*args, **kwargs)
     token = _scope.set(scope)
@@ -96,7 +116,11 @@ def within_retry(wrapped, instance, args, kwargs):
     """wrapt wrapper for ``RetryingClient._retry``: numbers each attempt, from 1."""
     if len(args) < 2:
         return wrapped(*args, **kwargs)
-    scope = _own(instance, _scope.get())
+    try:
+        scope = _own(instance, _scope.get())
+    except Exception:
+        log.debug("could not read the overrides of %r", type(instance), exc_info=True)
+        return wrapped(*args, **kwargs)
     name, func, rest = args[0], args[1], args[2:]
     attempts = 0
 

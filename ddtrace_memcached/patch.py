@@ -12,9 +12,7 @@ import logging
 from typing import Dict
 
 import pymemcache
-from pymemcache.client.base import Client
 from pymemcache.client.base import PooledClient
-from pymemcache.client.hash import HashClient
 import wrapt
 
 from ddtrace.trace import tracer
@@ -46,6 +44,8 @@ def _parse_version(version: str) -> tuple:
     return tuple(parts)
 
 
+# Not imported by name: ddtrace's built-in integration may have put proxies there.
+Client, HashClient = builtin.original_classes()
 PYMEMCACHE_VERSION = _parse_version(get_version())
 HAS_RETRYING_CLIENT = PYMEMCACHE_VERSION >= (3, 5)
 COMMANDS = commands.commands_for(PYMEMCACHE_VERSION)
@@ -107,19 +107,36 @@ def _trace_command(command: Command, wrapped, instance, args, kwargs):
         return wrapped(*args, **kwargs)
 
     with span:  # on an exception: error tags, finish, and the same exception goes on
-        if command.read is Read.ONE:
-            args, kwargs, default = commands.with_miss_sentinel(args, kwargs)
-            result = wrapped(*args, **kwargs)
-            result, rows = commands.restore_default(command, result, default)
-        else:
-            result = wrapped(*args, **kwargs)
-            rows = commands.found(result) if command.read is Read.MANY else None
-        if rows is not None:
+        if command.read is Read.ONE or command.read is Read.ONE_WITH_CAS:
+            return _read_one(command, span, wrapped, args, kwargs)
+        result = wrapped(*args, **kwargs)
+        if command.read is Read.MANY:
             try:
-                span.set_metric("db.row_count", rows)
+                span.set_metric("db.row_count", commands.found(result))
             except Exception:
-                log.debug("could not set db.row_count", exc_info=True)
+                log.debug("could not count the keys found by memcached %s", command.resource, exc_info=True)
         return result
+
+
+def _read_one(command: Command, span, wrapped, args, kwargs):
+    """``get``/``gets`` with a sentinel default, so that a miss is told from a hit."""
+    try:
+        sent_args, sent_kwargs, default = commands.with_miss_sentinel(args, kwargs)
+    except Exception:
+        log.debug("could not prepare memcached %s", command.resource, exc_info=True)
+        return wrapped(*args, **kwargs)
+    result = wrapped(*sent_args, **sent_kwargs)
+    try:
+        result, rows = commands.restore_default(command, result, default)
+        span.set_metric("db.row_count", rows)
+    except Exception:
+        log.debug("could not count the keys found by memcached %s", command.resource, exc_info=True)
+        # The sentinel must never reach the app.
+        if result is commands.MISS:
+            return default
+        if isinstance(result, tuple) and result and result[0] is commands.MISS:
+            return (default,) + result[1:]
+    return result
 
 
 # --- patching --------------------------------------------------------------------
@@ -173,16 +190,19 @@ def patch() -> None:
     builtin.silence()
     for cls, method, wrapper in _targets():
         _wrap(cls, method, wrapper)
-    if HAS_RETRYING_CLIENT and overrides.PIN_ATTR not in vars(RetryingClient):
-        # Its __getattr__ would answer Pin.get_from() with a function; None lets
-        # ddtrace's Pin.override() work on it.
-        setattr(RetryingClient, overrides.PIN_ATTR, None)
+    if HAS_RETRYING_CLIENT:
+        # Its __getattr__ answers ddtrace's Pin hooks with functions of the inner client.
+        for name, accessor in overrides.PIN_ACCESSORS.items():
+            if name not in vars(RetryingClient):
+                setattr(RetryingClient, name, accessor)
 
 
 def unpatch() -> None:
     """Restores every method :func:`patch` wrapped. Idempotent."""
     for cls, method, _ in _targets():
         _unwrap(cls, method)
-    if HAS_RETRYING_CLIENT and vars(RetryingClient).get(overrides.PIN_ATTR, False) is None:
-        delattr(RetryingClient, overrides.PIN_ATTR)
+    if HAS_RETRYING_CLIENT:
+        for name, accessor in overrides.PIN_ACCESSORS.items():
+            if vars(RetryingClient).get(name) is accessor:
+                delattr(RetryingClient, name)
     builtin.restore()

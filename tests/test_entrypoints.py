@@ -1,0 +1,581 @@
+"""How the integration gets enabled, how it shares pymemcache with ddtrace's
+built-in integration, and what it costs a process that never uses it.
+
+Almost every test runs an app in a fresh interpreter (``run_python``), because
+``ddtrace-run``, ``import ddtrace.auto``, the ``.pth`` hook and ``ddtrace.patch``
+only mean something at process start. The app records its spans with a public
+``TraceFilter`` and prints them as JSON on one marked line (see :func:`app`).
+"""
+
+import ast
+import importlib.util
+import json
+import os
+from pathlib import Path
+import re
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import ddtrace_run
+from conftest import run_python
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUILTIN_PATCH_MODULE = "ddtrace.contrib.internal.pymemcache.patch"
+NOT_AT_STARTUP = ("ddtrace", "wrapt", "pymemcache", "ddtrace_memcached")
+
+# --- the app template ----------------------------------------------------------------
+
+MARK = "@@SPANS@@"
+
+_CAPTURE = """
+import json as _json
+
+from ddtrace.trace import TraceFilter as _TraceFilter
+from ddtrace.trace import tracer as _tracer
+
+
+class _Keep(_TraceFilter):
+    spans = []
+
+    def process_trace(self, trace):
+        self.spans.extend(trace)
+        return None
+
+
+_tracer.configure(trace_processors=[_Keep()])
+ADDRESS = {address!r}
+"""
+
+_REPORT = """
+_tracer.flush()
+print({mark!r} + _json.dumps([
+    dict(
+        name=s.name,
+        service=s.service,
+        resource=s.resource,
+        component=s.get_tag("component"),
+        error=s.error,
+        tags={{k: str(v) for k, v in s.get_tags().items()}},
+    )
+    for s in _Keep.spans
+]))
+"""
+
+
+def app(body, address, prelude: str = "") -> str:
+    """App code: ``prelude`` first (e.g. ``import ddtrace.auto``), span capture, ``body``, report.
+
+    ``body`` is a code block or a list of blocks, each dedented on its own.
+    """
+    blocks = [body] if isinstance(body, str) else list(body)
+    parts = [prelude, _CAPTURE.format(address=tuple(address)), *blocks, _REPORT.format(mark=MARK)]
+    return "\n".join(textwrap.dedent(part) for part in parts)
+
+
+def spans_of(proc: subprocess.CompletedProcess) -> list:
+    """The spans an :func:`app` printed; fails with its output if it did not exit cleanly."""
+    output = "stdout:\n%s\nstderr:\n%s" % (proc.stdout, proc.stderr)
+    assert proc.returncode == 0, output
+    reports = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
+    assert len(reports) == 1, output
+    return json.loads(reports[0][len(MARK) :])
+
+
+def commands(spans: list) -> list:
+    """(resource, component) of every span, in finishing order."""
+    return [(s["resource"], s["component"]) for s in spans]
+
+
+def ours(*resources: str) -> list:
+    return [(resource, "memcached") for resource in resources]
+
+
+def builtins(*resources: str) -> list:
+    return [(resource, "pymemcache") for resource in resources]
+
+
+# set, get and get_many on a Client: three commands, three spans.
+CLIENT_COMMANDS = """
+from pymemcache.client.base import Client
+
+client = Client(ADDRESS)
+client.set("k", b"v", noreply=False)
+assert client.get("k") == b"v"
+assert client.get_many(["k", "missing"]) == {"k": b"v"}
+"""
+CLIENT_RESOURCES = ("set", "get", "get_many")
+
+
+def assert_ours(spans: list, *resources: str) -> None:
+    assert commands(spans) == ours(*resources), commands(spans)
+    for span in spans:
+        assert span["name"] == "memcached.command"
+        assert span["service"] == "memcached"
+        assert span["error"] == 0
+        assert span["tags"]["db.system"] == "memcached"
+
+
+# --- subprocess environment (for runs that run_python cannot make) -------------------
+
+
+def _env(**extra) -> dict:
+    """The environment ``run_python`` gives its interpreter, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DD_")}
+    env.update(
+        DD_TRACE_AGENT_URL="http://127.0.0.1:9",
+        DD_INSTRUMENTATION_TELEMETRY_ENABLED="false",
+        DD_REMOTE_CONFIGURATION_ENABLED="false",
+        DD_CRASHTRACKING_ENABLED="false",
+    )
+    env.update(extra)
+    return env
+
+
+def _run(argv, env, cwd=None, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+# --- 1. ddtrace-run and import ddtrace.auto ------------------------------------------
+
+
+def test_ddtrace_run_traces_every_command(memcached):
+    """``ddtrace-run python -c app``: one span per command, ours."""
+    spans = spans_of(run_python(app(CLIENT_COMMANDS, memcached), argv_prefix=ddtrace_run()))
+    assert_ours(spans, *CLIENT_RESOURCES)
+
+
+def test_import_ddtrace_auto_traces_every_command(memcached):
+    """``import ddtrace.auto`` at the top of the app, no ddtrace-run: the same spans."""
+    spans = spans_of(run_python(app(CLIENT_COMMANDS, memcached, prelude="import ddtrace.auto")))
+    assert_ours(spans, *CLIENT_RESOURCES)
+
+
+# --- 2. switching it off under ddtrace-run -------------------------------------------
+
+OURS_OFF = [
+    pytest.param({"DD_TRACE_MEMCACHED_ENABLED": "false"}, id="DD_TRACE_MEMCACHED_ENABLED"),
+    pytest.param({"DD_PATCH_MODULES": "memcached:false"}, id="DD_PATCH_MODULES"),
+]
+
+
+@pytest.mark.parametrize("env", OURS_OFF)
+def test_disabled_hands_back_to_builtin(memcached, env):
+    """Ours disabled: none of its spans; the built-in pymemcache (on by default) traces instead."""
+    spans = spans_of(run_python(app(CLIENT_COMMANDS, memcached), env=env, argv_prefix=ddtrace_run()))
+    assert not [s for s in spans if s["component"] == "memcached"]
+    assert commands(spans) == builtins(*CLIENT_RESOURCES)
+
+
+@pytest.mark.parametrize("env", OURS_OFF)
+def test_disabled_with_builtin_disabled_traces_nothing(memcached, env):
+    """Ours and ``DD_TRACE_PYMEMCACHE_ENABLED=false``: no memcached span at all."""
+    env = dict(env, DD_TRACE_PYMEMCACHE_ENABLED="false")
+    spans = spans_of(run_python(app(CLIENT_COMMANDS, memcached), env=env, argv_prefix=ddtrace_run()))
+    assert spans == []
+
+
+# --- 3. ddtrace.patch(memcached=True) ------------------------------------------------
+
+
+def test_ddtrace_patch_after_pymemcache_import(memcached):
+    """pymemcache imported and a Client created first: ``ddtrace.patch`` traces that client too."""
+    body = """
+    import pymemcache.client.base
+
+    early = pymemcache.client.base.Client(ADDRESS)
+
+    import ddtrace
+
+    ddtrace.patch(memcached=True)
+    early.set("k", b"v", noreply=False)
+    assert early.get("k") == b"v"
+    late = pymemcache.client.base.Client(ADDRESS)
+    assert late.get_many(["k"]) == {"k": b"v"}
+    """
+    assert_ours(spans_of(run_python(app(body, memcached))), *CLIENT_RESOURCES)
+
+
+def test_ddtrace_patch_before_pymemcache_import(memcached):
+    """``ddtrace.patch`` before pymemcache is imported: patched when it is."""
+    body = """
+    import sys
+
+    import ddtrace
+
+    ddtrace.patch(memcached=True)
+    assert "pymemcache" not in sys.modules
+    """
+    assert_ours(spans_of(run_python(app([body, CLIENT_COMMANDS], memcached))), *CLIENT_RESOURCES)
+
+
+# --- 4. coexistence with ddtrace's built-in pymemcache integration -------------------
+
+# Clients of every kind, each sending two commands.
+MIXED_COMMANDS = """
+import pymemcache.client.base
+import pymemcache.client.hash
+
+client = pymemcache.client.base.Client(ADDRESS)
+client.set("a", b"1", noreply=False)
+assert client.get("a") == b"1"
+hashed = pymemcache.client.hash.HashClient([ADDRESS], use_pooling=True)
+hashed.set("b", b"2", noreply=False)
+assert hashed.get("b") == b"2"
+"""
+MIXED_RESOURCES = ("set", "get", "set", "get")
+
+# Both of pymemcache's classes are the real ones, and behave so.
+REAL_CLASSES = """
+assert pymemcache.client.base.Client is REAL_CLIENT, pymemcache.client.base.Client
+assert pymemcache.client.hash.HashClient is REAL_HASH_CLIENT, pymemcache.client.hash.HashClient
+assert isinstance(pymemcache.client.base.Client(ADDRESS), pymemcache.client.base.Client)
+"""
+
+SAVE_REAL_CLASSES = """
+import pymemcache.client.base
+import pymemcache.client.hash
+
+REAL_CLIENT = pymemcache.client.base.Client
+REAL_HASH_CLIENT = pymemcache.client.hash.HashClient
+assert (REAL_CLIENT.__module__, REAL_CLIENT.__name__) == ("pymemcache.client.base", "Client")
+assert (REAL_HASH_CLIENT.__module__, REAL_HASH_CLIENT.__name__) == ("pymemcache.client.hash", "HashClient")
+"""
+
+
+def test_coexistence_ddtrace_run_defaults(memcached):
+    """ddtrace-run enables both by default: one span per command, ours."""
+    spans = spans_of(run_python(app(MIXED_COMMANDS, memcached), argv_prefix=ddtrace_run()))
+    assert_ours(spans, *MIXED_RESOURCES)
+
+
+@pytest.mark.parametrize("imported_first", [True, False], ids=["pymemcache-imported-first", "ddtrace-patch-first"])
+def test_coexistence_patch_both_at_once(memcached, imported_first):
+    """``ddtrace.patch(memcached=True, pymemcache=True)``: one span per command, ours."""
+    body = """
+    import ddtrace
+
+    ddtrace.patch(memcached=True, pymemcache=True)
+    """
+    blocks = ["import pymemcache.client.hash"] if imported_first else []
+    assert_ours(spans_of(run_python(app([*blocks, body, MIXED_COMMANDS], memcached))), *MIXED_RESOURCES)
+
+
+def test_coexistence_builtin_first_then_ours(memcached):
+    """Built-in patched, clients made, then ours: old and new clients give one span each, ours.
+
+    Also a new Client and HashClient made after ours is patched must be traced.
+    """
+    builtin_first = """
+    import ddtrace
+
+    ddtrace.patch(pymemcache=True)
+    early = pymemcache.client.base.Client(ADDRESS)
+    early_hashed = pymemcache.client.hash.HashClient([ADDRESS], use_pooling=True)
+    assert type(early) is not REAL_CLIENT  # the built-in's proxy: this test means something
+
+    ddtrace.patch(memcached=True)
+    """
+    early_clients = """
+    early.set("a", b"1", noreply=False)
+    assert early.get("a") == b"1"
+    early_hashed.set("b", b"2", noreply=False)
+    assert early_hashed.get("b") == b"2"
+    """
+    blocks = [SAVE_REAL_CLASSES, builtin_first, REAL_CLASSES, early_clients, MIXED_COMMANDS]
+    spans = spans_of(run_python(app(blocks, memcached)))
+    assert_ours(spans, *MIXED_RESOURCES, *MIXED_RESOURCES)
+
+
+@pytest.mark.parametrize("imported_first", [True, False], ids=["pymemcache-imported-first", "pymemcache-imported-last"])
+def test_coexistence_ours_first_then_builtin(memcached, imported_first):
+    """Ours patched, then ``ddtrace.patch(pymemcache=True)``: still one span per command, ours."""
+    body = """
+    import ddtrace
+
+    ddtrace.patch(memcached=True)
+    ddtrace.patch(pymemcache=True)
+    """
+    blocks = [SAVE_REAL_CLASSES, body] if imported_first else [body, SAVE_REAL_CLASSES]
+    blocks += [REAL_CLASSES, MIXED_COMMANDS]
+    assert_ours(spans_of(run_python(app(blocks, memcached))), *MIXED_RESOURCES)
+
+
+# --- 5. patch / unpatch --------------------------------------------------------------
+
+
+def _patched_classes() -> list:
+    from pymemcache.client.base import Client
+    from pymemcache.client.base import PooledClient
+    from pymemcache.client.hash import HashClient
+
+    classes = [Client, PooledClient, HashClient]
+    try:
+        from pymemcache.client.retrying import RetryingClient
+    except ImportError:  # pymemcache < 3.5
+        pass
+    else:
+        classes.append(RetryingClient)
+    return classes
+
+
+def _methods(cls) -> dict:
+    """The functions in the class's own namespace (what ``patch()`` may wrap)."""
+    return {name: value for name, value in vars(cls).items() if callable(value) and not isinstance(value, type)}
+
+
+def _assert_restored(saved: dict) -> None:
+    for cls, (names, methods) in saved.items():
+        assert set(vars(cls)) == names, cls
+        for name, original in methods.items():
+            assert vars(cls)[name] is original, "%s.%s is %r" % (cls.__name__, name, vars(cls)[name])
+
+
+def test_patch_twice_unpatch_once_restores_everything(memcached, spans):
+    """patch(); patch(); unpatch() restores every method (identity); a second unpatch is harmless;
+    patch() again traces with exactly one span per command (no stacked wrappers)."""
+    from ddtrace.trace import tracer
+    from pymemcache.client.base import Client
+    from pymemcache.client.hash import HashClient
+
+    import ddtrace_memcached
+
+    saved = {cls: (set(vars(cls)), _methods(cls)) for cls in _patched_classes()}
+    assert saved[Client][1]["get"].__name__ == "get"
+    try:
+        ddtrace_memcached.patch()
+        ddtrace_memcached.patch()
+        assert vars(Client)["get"] is not saved[Client][1]["get"]
+        ddtrace_memcached.unpatch()
+        _assert_restored(saved)
+        ddtrace_memcached.unpatch()
+        _assert_restored(saved)
+
+        client = Client(memcached)
+        client.set("k", b"v", noreply=False)
+        tracer.flush()
+        assert spans.spans == []
+
+        ddtrace_memcached.patch()
+        ddtrace_memcached.patch()
+        client.set("k", b"w", noreply=False)
+        assert client.get("k") == b"w"
+        hashed = HashClient([memcached], use_pooling=True)
+        assert hashed.get("k") == b"w"
+        tracer.flush()
+        assert [(s.resource, s.get_tag("component")) for s in spans.spans] == ours("set", "get", "get")
+    finally:
+        ddtrace_memcached.unpatch()
+    _assert_restored(saved)
+
+
+def test_builtin_module_path_exists():
+    """builtin.py silences ddtrace's integration through this module: it must exist."""
+    assert importlib.util.find_spec(BUILTIN_PATCH_MODULE) is not None
+
+
+def test_unpatch_restores_builtin_state(memcached):
+    """Built-in patched first; ours patch + unpatch leaves the built-in's state as it was.
+
+    While ours is patched, the built-in's proxies (made before) give one span, ours;
+    after unpatch, pymemcache.client.base.Client is its proxy class again and it traces again.
+    """
+    body = """
+    import pymemcache
+    import pymemcache.client.base
+    import pymemcache.client.hash
+
+    from ddtrace.contrib.internal.pymemcache import client as builtin_client
+    from ddtrace.contrib.internal.pymemcache import patch as builtin_module
+    from ddtrace.contrib.internal.pymemcache.patch import patch as builtin_patch
+
+
+    def state():
+        return dict(
+            datadog_patch=getattr(pymemcache, "_datadog_patch", None),
+            base_Client=pymemcache.client.base.Client,
+            hash_Client=pymemcache.client.hash.Client,
+            hash_HashClient=pymemcache.client.hash.HashClient,
+            client_class=builtin_client._HashClient.client_class,
+            module_patch=builtin_module.patch,
+            trace_function=vars(builtin_client._WrapperBase)["_trace_function_as_command"],
+        )
+
+
+    builtin_patch()
+    before = state()
+    assert before["base_Client"] is builtin_client.WrappedClient
+    early = pymemcache.client.base.Client(ADDRESS)
+
+    import ddtrace_memcached
+
+    ddtrace_memcached.patch()
+    early.set("k", b"v", noreply=False)
+    ddtrace_memcached.unpatch()
+
+    after = state()
+    changed = [name for name in before if after[name] is not before[name]]
+    assert not changed, changed
+    assert pymemcache.client.base.Client is builtin_client.WrappedClient
+    assert early.get("k") == b"v"
+    pymemcache.client.base.Client(ADDRESS).get("k")
+    """
+    spans = spans_of(run_python(app(body, memcached)))
+    assert commands(spans) == ours("set") + builtins("get", "get")
+
+
+def test_unpatch_without_builtin_leaves_hashclient_untraced(memcached):
+    """The built-in never enabled: after patch + unpatch, HashClient's nodes are plain Clients
+    again and HashClient commands make no span (nobody enabled any tracing of pymemcache)."""
+    body = """
+    import pymemcache.client.base
+    import pymemcache.client.hash
+
+    import ddtrace_memcached
+
+    original_client_class = pymemcache.client.hash.HashClient.client_class
+    ddtrace_memcached.patch()
+    ddtrace_memcached.unpatch()
+    print("client_class restored:", pymemcache.client.hash.HashClient.client_class is original_client_class)
+    print("client_class:", pymemcache.client.hash.HashClient.client_class)
+    hashed = pymemcache.client.hash.HashClient([ADDRESS])
+    hashed.set("k", b"v", noreply=False)
+    assert hashed.get("k") == b"v"
+    """
+    proc = run_python(app(body, memcached))
+    spans = spans_of(proc)
+    assert "client_class restored: True" in proc.stdout, proc.stdout
+    assert spans == []
+
+
+# --- 6. startup cost -----------------------------------------------------------------
+
+# Started with -S, then runs site.main() as a normal start would, optionally with the
+# one .pth of this package left out. Nothing is imported after site.main() returns.
+_SITE_MAIN = """
+import sys
+import site
+
+_addpackage = site.addpackage
+
+
+def _filtered(sitedir, name, known_paths):
+    if SKIP_OURS and name == "ddtrace_memcached.pth":
+        return known_paths
+    return _addpackage(sitedir, name, known_paths)
+
+
+site.addpackage = _filtered
+site.main()
+print(sorted(sys.modules))
+"""
+
+_MODULES = "import sys; print(sorted(sys.modules))"
+
+
+def _modules(proc: subprocess.CompletedProcess) -> set:
+    assert proc.returncode == 0, proc.stderr
+    return set(ast.literal_eval(proc.stdout.strip().splitlines()[-1]))
+
+
+def _loaded(modules: set, top_level: str) -> list:
+    return sorted(m for m in modules if m == top_level or m.startswith(top_level + "."))
+
+
+def test_startup_imports_only_the_hook():
+    """A process that never imports ddtrace loads ``_ddtrace_memcached_hook`` and nothing else.
+
+    Method: two interpreters started with ``-S`` both run ``site.main()`` themselves, i.e.
+    exactly what a normal start does; in one of them ``site.addpackage`` skips
+    ``ddtrace_memcached.pth``. Everything else (interpreter, sys.path, other .pth files,
+    sitecustomize) is identical, so the difference of their ``sys.modules`` is what our
+    .pth costs. A third, normal start (``run_python``) must load the same modules as the
+    simulated start with the .pth, which checks the simulation.
+    """
+    normal = _modules(run_python(_MODULES))
+    with_pth = _modules(_run([sys.executable, "-S", "-c", "SKIP_OURS = False\n" + _SITE_MAIN], _env()))
+    without_pth = _modules(_run([sys.executable, "-S", "-c", "SKIP_OURS = True\n" + _SITE_MAIN], _env()))
+
+    added = sorted(with_pth - without_pth)
+    print("\nstartup: ddtrace_memcached.pth adds %d module(s): %s" % (len(added), added))
+    assert "_ddtrace_memcached_hook" in normal
+    assert "_ddtrace_memcached_hook" not in without_pth
+    for name in NOT_AT_STARTUP:
+        assert _loaded(normal, name) == [], name
+    assert with_pth == normal, (sorted(with_pth - normal), sorted(normal - with_pth))
+    assert without_pth <= with_pth
+    assert len(added) <= 2, added
+
+
+# --- 7. the built wheel in a fresh venv ----------------------------------------------
+
+_NO_NETWORK = re.compile(
+    r"NewConnectionError|Failed to establish a new connection|Temporary failure in name resolution"
+    r"|Name or service not known|Network is unreachable|No route to host|ConnectTimeoutError"
+    r"|Cannot connect to proxy",
+    re.IGNORECASE,
+)
+
+
+def _pip(argv, what: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs pip; skips the test only when it failed for want of a network."""
+    env = _env(PIP_NO_INPUT="1")
+    env.pop("PYTHONPATH", None)
+    proc = _run(argv, env, timeout=timeout)
+    if proc.returncode != 0:
+        output = proc.stdout + proc.stderr
+        if _NO_NETWORK.search(output):
+            pytest.skip("%s: no network: %s" % (what, _NO_NETWORK.search(output).group(0)))
+        pytest.fail("%s failed:\n%s" % (what, output))
+    return proc
+
+
+def test_wheel_in_fresh_venv(memcached, tmp_path):
+    """Build the wheel, install it in a new venv, and run an app under that venv's ddtrace-run,
+    without PYTHONPATH, from an empty directory: our spans. Also measures what installing the
+    wheel adds to sys.modules at startup (fresh venv before vs after the install)."""
+    started = time.monotonic()
+    wheels, venv, cwd = tmp_path / "wheels", tmp_path / "venv", tmp_path / "cwd"
+    cwd.mkdir()
+    _pip([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(PROJECT_ROOT)], "pip wheel")
+    (wheel,) = wheels.glob("ddtrace_memcached-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python, bindir = str(venv / "bin" / "python"), venv / "bin"
+
+    env = _env()
+    env.pop("PYTHONPATH", None)
+    before = _modules(_run([python, "-c", _MODULES], env, cwd=cwd))
+    installing = time.monotonic()
+    _pip([python, "-m", "pip", "install", str(wheel)], "pip install")
+    installed = time.monotonic()
+    after = _modules(_run([python, "-c", _MODULES], env, cwd=cwd))
+
+    where = """
+    import sys
+
+    import ddtrace
+    import pymemcache
+
+    print("@@FILE@@", sys.modules["ddtrace_memcached"].__file__)
+    print("@@VERSIONS@@ ddtrace %s, pymemcache %s" % (ddtrace.__version__, pymemcache.__version__))
+    """
+    proc = _run([str(bindir / "ddtrace-run"), python, "-c", app([CLIENT_COMMANDS, where], memcached)], env, cwd=cwd)
+    spans = spans_of(proc)
+
+    added = sorted(after - before)
+    versions = [line[len("@@VERSIONS@@ ") :] for line in proc.stdout.splitlines() if line.startswith("@@VERSIONS@@")]
+    print(
+        "\nwheel (%s): startup modules %d -> %d, added %d: %s; pip install %.1fs, whole test %.1fs"
+        % (versions, len(before), len(after), len(added), added, installed - installing, time.monotonic() - started)
+    )
+    assert_ours(spans, *CLIENT_RESOURCES)
+    (location,) = [line.split(" ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("@@FILE@@")]
+    assert Path(location).resolve().is_relative_to(venv.resolve()), location
+    assert "_ddtrace_memcached_hook" in after
+    for name in NOT_AT_STARTUP:
+        assert _loaded(after, name) == [], name
+    assert len(added) <= 2, added
