@@ -12,7 +12,6 @@ comparison per import until they exit.
 
 import sys
 
-
 _MONKEY = "ddtrace._monkey"
 INTEGRATION = "memcached"
 BUILTIN_INTEGRATION = "pymemcache"

@@ -107,7 +107,6 @@ from .patch import get_version
 from .patch import patch
 from .patch import unpatch
 
-
 __version__ = "0.1.0"
 __all__ = ["patch", "unpatch", "override", "get_version", "__version__"]
 

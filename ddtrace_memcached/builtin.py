@@ -19,7 +19,6 @@ import pymemcache.client.base
 import pymemcache.client.hash
 import wrapt
 
-
 log = logging.getLogger("ddtrace.contrib.memcached")
 
 _saved: list = []  # (object, attribute, value before we changed it)

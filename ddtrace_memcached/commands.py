@@ -11,7 +11,6 @@ from typing import Any
 from typing import NamedTuple
 from typing import Optional
 
-
 QUERY_MAX_LENGTH = 1000
 """``memcached.query`` is cut to this many characters and then ends with ``...``."""
 

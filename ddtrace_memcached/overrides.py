@@ -14,7 +14,6 @@ from typing import Mapping
 from typing import NamedTuple
 from typing import Optional
 
-
 log = logging.getLogger("ddtrace.contrib.memcached")
 
 PIN_ATTR = "_datadog_pin"  # where ddtrace's Pin.onto() puts a Pin, on 3.x and 4.x

@@ -11,11 +11,10 @@ from functools import partial
 import logging
 from typing import Dict
 
+from ddtrace.trace import tracer
 import pymemcache
 from pymemcache.client.base import PooledClient
 import wrapt
-
-from ddtrace.trace import tracer
 
 from . import builtin
 from . import commands
@@ -23,7 +22,6 @@ from . import overrides
 from . import settings
 from .commands import Command
 from .commands import Read
-
 
 log = logging.getLogger("ddtrace.contrib.memcached")
 

@@ -8,7 +8,6 @@ from ddtrace.internal.schema import schematize_service_name
 
 import _ddtrace_memcached_hook
 
-
 INTEGRATION = _ddtrace_memcached_hook.INTEGRATION
 COMMAND_ENABLED_ENV = "DD_TRACE_MEMCACHED_COMMAND_ENABLED"
 

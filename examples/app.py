@@ -11,11 +11,9 @@ With ``DEMO_PRINT_TRACES=1`` it prints each trace it produced as a tree.
 import os
 import time
 
+from ddtrace.trace import tracer
 from pymemcache.client.hash import HashClient
 from pymemcache.serde import pickle_serde
-
-from ddtrace.trace import tracer
-
 
 cache = HashClient(
     [tuple(s.rsplit(":", 1)) for s in os.environ.get("MEMCACHED_SERVERS", "127.0.0.1:11211").split(",")],
@@ -64,8 +62,15 @@ def _print_traces():
                     extra.append("rows=%d" % rows)
                 print(
                     "%s%s  [%s] %s  %.2fms %s%s"
-                    % ("  " * depth, span.name, span.service, span.resource, span.duration * 1000,
-                       " ".join(extra), "  ERROR" if span.error else "")
+                    % (
+                        "  " * depth,
+                        span.name,
+                        span.service,
+                        span.resource,
+                        span.duration * 1000,
+                        " ".join(extra),
+                        "  ERROR" if span.error else "",
+                    )
                 )
                 for child in children.get(span.span_id, []):
                     draw(child, depth + 1)

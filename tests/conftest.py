@@ -15,18 +15,19 @@ os.environ.setdefault("DD_INSTRUMENTATION_TELEMETRY_ENABLED", "false")
 os.environ.setdefault("DD_REMOTE_CONFIGURATION_ENABLED", "false")
 os.environ.setdefault("DD_CRASHTRACKING_ENABLED", "false")
 
+import json  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import textwrap  # noqa: E402
 import time  # noqa: E402
 from typing import List  # noqa: E402
 
-import pytest  # noqa: E402
-
 from ddtrace.trace import TraceFilter  # noqa: E402
 from ddtrace.trace import tracer  # noqa: E402
+import pytest  # noqa: E402
 
 
 def free_port() -> int:
@@ -197,19 +198,27 @@ def command_enabled():
     config.memcached["command_enabled"] = False
 
 
-def run_python(code: str, env=None, argv_prefix=(), timeout=60, cwd=None) -> subprocess.CompletedProcess:
-    """Runs ``code`` in a new interpreter of this venv, optionally under ``ddtrace-run``."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DD_")}
-    full_env.update(
+# --- apps in subprocesses -----------------------------------------------------------
+
+
+def subprocess_env(**extra) -> dict:
+    """This environment without DD_ settings, with no agent and no background chatter."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DD_")}
+    env.update(
         DD_TRACE_AGENT_URL="http://127.0.0.1:9",
         DD_INSTRUMENTATION_TELEMETRY_ENABLED="false",
         DD_REMOTE_CONFIGURATION_ENABLED="false",
         DD_CRASHTRACKING_ENABLED="false",
     )
-    full_env.update(env or {})
+    env.update(extra)
+    return env
+
+
+def run_python(code: str, env=None, argv_prefix=(), timeout=60, cwd=None) -> subprocess.CompletedProcess:
+    """Runs ``code`` in a new interpreter of this venv, optionally under ``ddtrace-run``."""
     return subprocess.run(
         [*argv_prefix, sys.executable, "-c", code],
-        env=full_env,
+        env=subprocess_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -219,3 +228,62 @@ def run_python(code: str, env=None, argv_prefix=(), timeout=60, cwd=None) -> sub
 
 def ddtrace_run() -> List[str]:
     return [os.path.join(os.path.dirname(sys.executable), "ddtrace-run")]
+
+
+# The app template: ``app()`` code records its spans with a public TraceFilter and
+# prints them as JSON on one marked line, which ``spans_of()`` reads back.
+
+MARK = "@@SPANS@@"
+
+_CAPTURE = """
+import json as _json
+
+from ddtrace.trace import TraceFilter as _TraceFilter
+from ddtrace.trace import tracer as _tracer
+
+
+class _Keep(_TraceFilter):
+    spans = []
+
+    def process_trace(self, trace):
+        self.spans.extend(trace)
+        return None
+
+
+_tracer.configure(trace_processors=[_Keep()])
+ADDRESS = {address!r}
+"""
+
+_REPORT = """
+_tracer.flush()
+print({mark!r} + _json.dumps([
+    dict(
+        name=s.name,
+        service=s.service,
+        resource=s.resource,
+        component=s.get_tag("component"),
+        error=s.error,
+        tags={{k: str(v) for k, v in s.get_tags().items()}},
+    )
+    for s in _Keep.spans
+]))
+"""
+
+
+def app(body, address, prelude: str = "") -> str:
+    """App code: ``prelude`` first (e.g. ``import ddtrace.auto``), span capture, ``body``, report.
+
+    ``body`` is a code block or a list of blocks, each dedented on its own.
+    """
+    blocks = [body] if isinstance(body, str) else list(body)
+    parts = [prelude, _CAPTURE.format(address=tuple(address)), *blocks, _REPORT.format(mark=MARK)]
+    return "\n".join(textwrap.dedent(part) for part in parts)
+
+
+def spans_of(proc: subprocess.CompletedProcess) -> list:
+    """The spans an :func:`app` printed; fails with its output if it did not exit cleanly."""
+    output = "stdout:\n%s\nstderr:\n%s" % (proc.stdout, proc.stderr)
+    assert proc.returncode == 0, output
+    reports = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
+    assert len(reports) == 1, output
+    return json.loads(reports[0][len(MARK) :])

@@ -29,7 +29,6 @@ from ddtrace_memcached import commands
 from ddtrace_memcached.patch import COMMANDS as PATCHED_COMMANDS
 from ddtrace_memcached.patch import PYMEMCACHE_VERSION
 
-
 HAS_SHUTDOWN = PYMEMCACHE_VERSION >= (3, 5)
 HAS_RAW_COMMAND = PYMEMCACHE_VERSION >= (4, 0)
 HAS_RETRYING_CLIENT = PYMEMCACHE_VERSION >= (3, 5)
@@ -215,7 +214,9 @@ RECIPES = {
     "version": Recipe(lambda c, ctx: c.version(), lambda r, ctx: isinstance(r, bytes) and r[:1].isdigit()),
     "flush_all": Recipe(lambda c, ctx: c.flush_all(noreply=False), lambda r, ctx: r is True),
     "quit": Recipe(lambda c, ctx: c.quit(), lambda r, ctx: r is None, lambda c: {"connected": c.version()}),
-    "cache_memlimit": Recipe(lambda c, ctx: c.cache_memlimit(ctx["mb"]), lambda r, ctx: r is True, _current_memlimit_mb),
+    "cache_memlimit": Recipe(
+        lambda c, ctx: c.cache_memlimit(ctx["mb"]), lambda r, ctx: r is True, _current_memlimit_mb
+    ),
     "shutdown": Recipe(lambda c, ctx: c.shutdown(), lambda r, ctx: r is None),
     "raw_command": Recipe(
         lambda c, ctx: c.raw_command("set raw 0 0 5\r\nvalue", end_tokens=b"STORED\r\n"), lambda r, ctx: r == b""

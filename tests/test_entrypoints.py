@@ -9,81 +9,23 @@ only mean something at process start. The app records its spans with a public
 
 import ast
 import importlib.util
-import json
-import os
 from pathlib import Path
 import re
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
+from conftest import app
 from conftest import ddtrace_run
 from conftest import run_python
-
+from conftest import spans_of
+from conftest import subprocess_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_PATCH_MODULE = "ddtrace.contrib.internal.pymemcache.patch"
 NOT_AT_STARTUP = ("ddtrace", "wrapt", "pymemcache", "ddtrace_memcached")
-
-# --- the app template ----------------------------------------------------------------
-
-MARK = "@@SPANS@@"
-
-_CAPTURE = """
-import json as _json
-
-from ddtrace.trace import TraceFilter as _TraceFilter
-from ddtrace.trace import tracer as _tracer
-
-
-class _Keep(_TraceFilter):
-    spans = []
-
-    def process_trace(self, trace):
-        self.spans.extend(trace)
-        return None
-
-
-_tracer.configure(trace_processors=[_Keep()])
-ADDRESS = {address!r}
-"""
-
-_REPORT = """
-_tracer.flush()
-print({mark!r} + _json.dumps([
-    dict(
-        name=s.name,
-        service=s.service,
-        resource=s.resource,
-        component=s.get_tag("component"),
-        error=s.error,
-        tags={{k: str(v) for k, v in s.get_tags().items()}},
-    )
-    for s in _Keep.spans
-]))
-"""
-
-
-def app(body, address, prelude: str = "") -> str:
-    """App code: ``prelude`` first (e.g. ``import ddtrace.auto``), span capture, ``body``, report.
-
-    ``body`` is a code block or a list of blocks, each dedented on its own.
-    """
-    blocks = [body] if isinstance(body, str) else list(body)
-    parts = [prelude, _CAPTURE.format(address=tuple(address)), *blocks, _REPORT.format(mark=MARK)]
-    return "\n".join(textwrap.dedent(part) for part in parts)
-
-
-def spans_of(proc: subprocess.CompletedProcess) -> list:
-    """The spans an :func:`app` printed; fails with its output if it did not exit cleanly."""
-    output = "stdout:\n%s\nstderr:\n%s" % (proc.stdout, proc.stderr)
-    assert proc.returncode == 0, output
-    reports = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
-    assert len(reports) == 1, output
-    return json.loads(reports[0][len(MARK) :])
 
 
 def commands(spans: list) -> list:
@@ -118,22 +60,6 @@ def assert_ours(spans: list, *resources: str) -> None:
         assert span["service"] == "memcached"
         assert span["error"] == 0
         assert span["tags"]["db.system"] == "memcached"
-
-
-# --- subprocess environment (for runs that run_python cannot make) -------------------
-
-
-def _env(**extra) -> dict:
-    """The environment ``run_python`` gives its interpreter, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DD_")}
-    env.update(
-        DD_TRACE_AGENT_URL="http://127.0.0.1:9",
-        DD_INSTRUMENTATION_TELEMETRY_ENABLED="false",
-        DD_REMOTE_CONFIGURATION_ENABLED="false",
-        DD_CRASHTRACKING_ENABLED="false",
-    )
-    env.update(extra)
-    return env
 
 
 def _run(argv, env, cwd=None, timeout=120) -> subprocess.CompletedProcess:
@@ -497,8 +423,8 @@ def test_startup_imports_only_the_hook():
     simulated start with the .pth, which checks the simulation.
     """
     normal = _modules(run_python(_MODULES))
-    with_pth = _modules(_run([sys.executable, "-S", "-c", "SKIP_OURS = False\n" + _SITE_MAIN], _env()))
-    without_pth = _modules(_run([sys.executable, "-S", "-c", "SKIP_OURS = True\n" + _SITE_MAIN], _env()))
+    with_pth = _modules(_run([sys.executable, "-S", "-c", "SKIP_OURS = False\n" + _SITE_MAIN], subprocess_env()))
+    without_pth = _modules(_run([sys.executable, "-S", "-c", "SKIP_OURS = True\n" + _SITE_MAIN], subprocess_env()))
 
     added = sorted(with_pth - without_pth)
     print("\nstartup: ddtrace_memcached.pth adds %d module(s): %s" % (len(added), added))
@@ -523,7 +449,7 @@ _NO_NETWORK = re.compile(
 
 def _pip(argv, what: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """Runs pip; skips the test only when it failed for want of a network."""
-    env = _env(PIP_NO_INPUT="1")
+    env = subprocess_env(PIP_NO_INPUT="1")
     env.pop("PYTHONPATH", None)
     proc = _run(argv, env, timeout=timeout)
     if proc.returncode != 0:
@@ -546,7 +472,7 @@ def test_wheel_in_fresh_venv(memcached, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python, bindir = str(venv / "bin" / "python"), venv / "bin"
 
-    env = _env()
+    env = subprocess_env()
     env.pop("PYTHONPATH", None)
     before = _modules(_run([python, "-c", _MODULES], env, cwd=cwd))
     installing = time.monotonic()

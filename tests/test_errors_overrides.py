@@ -24,13 +24,9 @@ from typing import Callable
 from typing import NamedTuple
 from typing import Optional
 
-import pytest
-import wrapt
-
 import ddtrace
 from ddtrace import config
 from ddtrace.trace import tracer
-
 import pymemcache
 from pymemcache.client.base import Client
 from pymemcache.client.base import PooledClient
@@ -40,13 +36,14 @@ from pymemcache.exceptions import MemcacheIllegalInputError
 from pymemcache.exceptions import MemcacheServerError
 from pymemcache.exceptions import MemcacheUnexpectedCloseError
 from pymemcache.serde import pickle_serde
+import pytest
+import wrapt
 
 import ddtrace_memcached
 from ddtrace_memcached import commands as dm_commands
 from ddtrace_memcached import overrides as dm_overrides
 from ddtrace_memcached import settings as dm_settings
 from ddtrace_memcached.patch import HAS_RETRYING_CLIENT
-
 
 # The package's ``patch`` attribute is the function; the module is needed here.
 dm_patch = importlib.import_module("ddtrace_memcached.patch")
@@ -326,7 +323,9 @@ FAULTS = {
     "key-tab": Fault("memcached", lambda c: c.delete("a\tb", noreply=False), MemcacheIllegalInputError, "delete"),
     "key-nul": Fault("memcached", lambda c: c.get("a\x00b"), MemcacheIllegalInputError, "get"),
     "key-too-long": Fault("memcached", lambda c: c.get("k" * 251), MemcacheIllegalInputError, "get"),
-    "key-too-long-many": Fault("memcached", lambda c: c.get_many(["ok", "k" * 251]), MemcacheIllegalInputError, "get_many"),
+    "key-too-long-many": Fault(
+        "memcached", lambda c: c.get_many(["ok", "k" * 251]), MemcacheIllegalInputError, "get_many"
+    ),
     "key-non-ascii": Fault("memcached", lambda c: c.get("clé"), MemcacheIllegalInputError, "get"),
     # pymemcache 4 sends it and the server refuses it; 3.4 fails parsing the reply
     "key-empty": Fault("memcached", lambda c: c.get(""), Exception, "get"),
@@ -334,7 +333,9 @@ FAULTS = {
     "key-int": Fault("memcached", lambda c: c.set(42, b"v", noreply=False), TypeError, "set"),
     "key-int-incr": Fault("memcached", lambda c: c.incr(42, 1), TypeError, "incr"),
     # (e) illegal values
-    "value-unencodable-str": Fault("memcached", lambda c: c.set("k", "héllo", noreply=False), MemcacheIllegalInputError, "set"),
+    "value-unencodable-str": Fault(
+        "memcached", lambda c: c.set("k", "héllo", noreply=False), MemcacheIllegalInputError, "set"
+    ),
     "value-non-bytes-object": Fault(
         "memcached", lambda c: c.set("k", {"name": "é"}, noreply=False), MemcacheIllegalInputError, "set"
     ),

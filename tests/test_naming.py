@@ -3,42 +3,24 @@
 Each case runs in its own interpreter: ddtrace reads the schema settings once.
 """
 
-import json
-
 import pytest
 
+from conftest import app
 from conftest import run_python
+from conftest import spans_of
 
-
-APP = """
-import json
-from ddtrace.trace import TraceFilter, tracer
-
-class Keep(TraceFilter):
-    spans = []
-    def process_trace(self, trace):
-        self.spans.extend(trace)
-        return None
-
-tracer.configure(trace_processors=[Keep()])
+SET_GET = """
 import ddtrace
 ddtrace.patch(memcached=True)
 from pymemcache.client.base import Client
-client = Client(("%s", %d))
+client = Client(ADDRESS)
 client.set("k", "v", noreply=False)
 client.get("k")
-tracer.flush()
-print(json.dumps([
-    {"name": s.name, "service": s.service, "resource": s.resource, "tags": s.get_tags()}
-    for s in Keep.spans
-]))
 """
 
 
 def spans_with(memcached, **env):
-    result = run_python(APP % memcached, env=env)
-    assert result.returncode == 0, result.stderr
-    spans = json.loads(result.stdout.strip().splitlines()[-1])
+    spans = spans_of(run_python(app(SET_GET, memcached), env=env))
     assert [s["resource"] for s in spans] == ["set", "get"]
     return spans
 
@@ -51,7 +33,10 @@ def spans_with(memcached, **env):
         ({"DD_TRACE_SPAN_ATTRIBUTE_SCHEMA": "v0"}, "memcached"),
         ({"DD_TRACE_SPAN_ATTRIBUTE_SCHEMA": "v1", "DD_SERVICE": "shop"}, "shop"),
         ({"DD_MEMCACHED_SERVICE": "sessions"}, "sessions"),
-        ({"DD_MEMCACHED_SERVICE": "sessions", "DD_TRACE_SPAN_ATTRIBUTE_SCHEMA": "v1", "DD_SERVICE": "shop"}, "sessions"),
+        (
+            {"DD_MEMCACHED_SERVICE": "sessions", "DD_TRACE_SPAN_ATTRIBUTE_SCHEMA": "v1", "DD_SERVICE": "shop"},
+            "sessions",
+        ),
         ({"DD_TRACE_REMOVE_INTEGRATION_SERVICE_NAMES_ENABLED": "true", "DD_SERVICE": "shop"}, "shop"),
         ({"DD_SERVICE_MAPPING": "memcached:cache-cluster"}, "cache-cluster"),
     ],
