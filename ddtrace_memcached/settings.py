@@ -5,15 +5,12 @@ import os
 from ddtrace import config
 from ddtrace.internal.schema import schematize_cache_operation
 from ddtrace.internal.schema import schematize_service_name
+from ddtrace.internal.utils.formats import asbool
 
 import _ddtrace_memcached_hook
 
 INTEGRATION = _ddtrace_memcached_hook.INTEGRATION
 COMMAND_ENABLED_ENV = "DD_TRACE_MEMCACHED_COMMAND_ENABLED"
-
-
-def _asbool(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def register() -> None:
@@ -26,7 +23,7 @@ def register() -> None:
         INTEGRATION,
         dict(
             _default_service=schematize_service_name("memcached"),
-            command_enabled=_asbool(os.environ.get(COMMAND_ENABLED_ENV, "false")),
+            command_enabled=asbool(os.environ.get(COMMAND_ENABLED_ENV, "false")),
         ),
     )
 
