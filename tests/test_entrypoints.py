@@ -75,6 +75,24 @@ def test_ddtrace_run_traces_every_command(memcached):
     assert_ours(spans, *CLIENT_RESOURCES)
 
 
+def test_safe_instrumentation_accepts_the_supported_pymemcache(memcached):
+    """With DD_TRACE_SAFE_INSTRUMENTATION_ENABLED ddtrace checks get_version() against
+    _supported_versions() before patching; the installed pymemcache passes."""
+    env = {"DD_TRACE_SAFE_INSTRUMENTATION_ENABLED": "true"}
+    spans = spans_of(run_python(app(CLIENT_COMMANDS, memcached), env=env, argv_prefix=ddtrace_run()))
+    assert_ours(spans, *CLIENT_RESOURCES)
+
+
+def test_version_helpers():
+    import pymemcache
+
+    patch_module = importlib.import_module("ddtrace_memcached.patch")  # the package's patch is the function
+
+    assert patch_module.get_version() == pymemcache.__version__
+    assert patch_module._supported_versions() == {"pymemcache": ">=3.4"}
+    assert patch_module.PYMEMCACHE_VERSION == tuple(int(p) for p in pymemcache.__version__.split(".")[:3])
+
+
 def test_import_ddtrace_auto_traces_every_command(memcached):
     """``import ddtrace.auto`` at the top of the app, no ddtrace-run: the same spans."""
     spans = spans_of(run_python(app(CLIENT_COMMANDS, memcached, prelude="import ddtrace.auto")))

@@ -6,9 +6,10 @@ import re
 from conftest import ddtrace_run
 from conftest import run_python
 
-
 APP = Path(__file__).resolve().parent.parent / "examples" / "app.py"
-LINE = re.compile(r"^(?P<indent> *)(?P<name>\S+)  \[(?P<service>[^\]]+)\] (?P<resource>.+?)  (?P<ms>[\d.]+)ms(?P<rest>.*)$")
+LINE = re.compile(
+    r"^(?P<indent> *)(?P<name>\S+)  \[(?P<service>[^\]]+)\] (?P<resource>.+?)  (?P<ms>[\d.]+)ms(?P<rest>.*)$"
+)
 
 
 def test_demo_app_traces_each_request_with_its_memcached_commands(memcached_nodes):
