@@ -523,3 +523,36 @@ def test_wheel_in_fresh_venv(memcached, tmp_path):
     for name in NOT_AT_STARTUP:
         assert _loaded(after, name) == [], name
     assert len(added) <= 2, added
+
+
+def test_unpatch_under_a_foreign_wrapper(memcached, spans):
+    """Another tool wraps Client.get over ours: unpatch takes ours out from under it,
+    theirs keeps working, and patching again wraps once more, not twice."""
+    from pymemcache.client.base import Client
+    import wrapt
+
+    import ddtrace_memcached
+
+    original = vars(Client)["get"]
+    calls = []
+
+    def theirs(wrapped, instance, args, kwargs):
+        calls.append(args)
+        return wrapped(*args, **kwargs)
+
+    ddtrace_memcached.patch()
+    try:
+        wrapt.wrap_function_wrapper(Client, "get", theirs)
+        ddtrace_memcached.unpatch()
+        assert vars(Client)["get"].__wrapped__ is original
+        client = Client(memcached)
+        assert client.get("k", default=7) == 7
+        assert calls == [("k",)] and spans.memcached() == []
+
+        ddtrace_memcached.patch()
+        ddtrace_memcached.patch()
+        assert client.get("k") is None
+        assert [s.resource for s in spans.memcached()] == ["get"]
+    finally:
+        ddtrace_memcached.unpatch()
+        setattr(Client, "get", original)
