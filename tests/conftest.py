@@ -1,16 +1,21 @@
 """Fixtures: real memcached servers, a span recorder, and patching.
 
-Servers are ``memcached`` processes on free 127.0.0.1 ports, started once per test
-session, or running ones named by the environment (docker compose):
+Servers are ``memcached`` processes on free 127.0.0.1 ports (fixed ones for the
+snapshot tests) and Datadog's APM test agent, started once per test session, or running
+ones named by the environment (docker compose):
 
 - ``MEMCACHED_HOST`` / ``MEMCACHED_PORT``: the main server;
-- ``MEMCACHED_HASH_SERVERS``: ``host:port,host:port,host:port`` for HashClient tests.
+- ``MEMCACHED_HASH_SERVERS``: ``host:port,host:port,host:port`` for HashClient tests;
+- ``MEMCACHED_SOCKET``: a memcached on a unix socket;
+- ``DD_TRACE_AGENT_URL``: the test agent (the suite's own spans are never sent to it).
 """
 
 import os
 
+# A running test agent to reuse (docker compose); in-process spans are never sent.
+AGENT_URL = os.environ.get("DD_TRACE_AGENT_URL")
 # Before ddtrace is imported: no agent, no background chatter in unit tests.
-os.environ.setdefault("DD_TRACE_AGENT_URL", "http://127.0.0.1:9")
+os.environ["DD_TRACE_AGENT_URL"] = "http://127.0.0.1:9"
 os.environ.setdefault("DD_INSTRUMENTATION_TELEMETRY_ENABLED", "false")
 os.environ.setdefault("DD_REMOTE_CONFIGURATION_ENABLED", "false")
 os.environ.setdefault("DD_CRASHTRACKING_ENABLED", "false")
@@ -22,64 +27,15 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import textwrap  # noqa: E402
-import time  # noqa: E402
 from typing import List  # noqa: E402
 
 from ddtrace.trace import TraceFilter  # noqa: E402
 from ddtrace.trace import tracer  # noqa: E402
 import pytest  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_serving(connect, what: str, process=None, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            connect().close()
-            return
-        except OSError:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError("%s exited with %s" % (what, process.returncode))
-            if time.monotonic() > deadline:
-                raise RuntimeError("%s did not start within %ss" % (what, timeout))
-            time.sleep(0.01)
-
-
-class MemcachedProcess:
-    """A memcached server process on 127.0.0.1 (or a unix socket)."""
-
-    def __init__(self, unix_path=None):
-        binary = shutil.which("memcached")
-        if binary is None:
-            raise RuntimeError("memcached is not installed: apt-get install -y memcached")
-        self.unix_path = unix_path
-        self.port = None if unix_path else free_port()
-        cmd = [binary, "-U", "0", "-m", "64"]
-        cmd += ["-s", unix_path] if unix_path else ["-l", "127.0.0.1", "-p", str(self.port)]
-        if os.geteuid() == 0:
-            cmd += ["-u", "root"]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_until_serving(self._connect, "memcached", self.process)
-
-    @property
-    def address(self):
-        return self.unix_path or ("127.0.0.1", self.port)
-
-    def _connect(self):
-        if self.unix_path:
-            s = socket.socket(socket.AF_UNIX)
-            s.connect(self.unix_path)
-            return s
-        return socket.create_connection(("127.0.0.1", self.port), timeout=1)
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
+from servers import MemcachedProcess  # noqa: E402
+from servers import TestAgent  # noqa: E402
+from servers import free_port  # noqa: E402
 
 
 def _from_env_or_start(request, n: int) -> List:
@@ -108,7 +64,10 @@ def memcached_nodes(request):
 
 @pytest.fixture(scope="session")
 def memcached_unix():
-    """The path of a memcached listening on a unix socket."""
+    """The path of a memcached listening on a unix socket (``MEMCACHED_SOCKET`` to reuse one)."""
+    if os.environ.get("MEMCACHED_SOCKET"):
+        yield os.environ["MEMCACHED_SOCKET"]
+        return
     directory = tempfile.mkdtemp(prefix="memcached-")
     server = MemcachedProcess(unix_path=os.path.join(directory, "memcached.sock"))
     yield server.address
@@ -227,7 +186,9 @@ def run_python(code: str, env=None, argv_prefix=(), timeout=60, cwd=None) -> sub
 
 
 def ddtrace_run() -> List[str]:
-    return [os.path.join(os.path.dirname(sys.executable), "ddtrace-run")]
+    """``ddtrace-run`` of this venv, or from PATH (riot installs ddtrace in a venv of its own)."""
+    search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    return [shutil.which("ddtrace-run", path=search) or "ddtrace-run"]
 
 
 # The app template: ``app()`` code records its spans with a public TraceFilter and
@@ -287,3 +248,117 @@ def spans_of(proc: subprocess.CompletedProcess) -> list:
     reports = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     assert len(reports) == 1, output
     return json.loads(reports[0][len(MARK) :])
+
+
+# --- snapshots through the APM test agent --------------------------------------------
+
+# Fixed, so that the port metric and the socket path in the snapshots are real values.
+SNAPSHOT_PORTS = (21211, 21212, 21213)
+SNAPSHOT_DEAD_PORT = 21219
+SNAPSHOT_SILENT_PORT = 21218
+SNAPSHOT_SOCKET = "/tmp/ddtrace-memcached-snapshots/memcached.sock"
+# Holds paths and line numbers: the unit tests check it instead.
+SNAPSHOT_REMOVES = ("meta.error.stack",)
+
+
+@pytest.fixture(scope="session")
+def test_agent():
+    """The APM test agent: the one at ``DD_TRACE_AGENT_URL`` if set, else a new process."""
+    agent = TestAgent(url=AGENT_URL, ci=os.environ.get("SNAPSHOT_CI", "1") != "0")
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+def snapshot_servers(request):
+    """memcached on the fixed SNAPSHOT_PORTS and SNAPSHOT_SOCKET; reused from the environment
+    (docker compose) when ``MEMCACHED_HASH_SERVERS`` and ``MEMCACHED_SOCKET`` name them."""
+    running = os.environ.get("MEMCACHED_HASH_SERVERS", "")
+    addresses = [("127.0.0.1", port) for port in SNAPSHOT_PORTS]
+    for port in SNAPSHOT_PORTS:
+        if "127.0.0.1:%d" % port not in running:
+            request.addfinalizer(MemcachedProcess(port=port).stop)
+    if os.environ.get("MEMCACHED_SOCKET") != SNAPSHOT_SOCKET:
+        os.makedirs(os.path.dirname(SNAPSHOT_SOCKET), exist_ok=True)
+        if os.path.exists(SNAPSHOT_SOCKET):
+            os.unlink(SNAPSHOT_SOCKET)
+        request.addfinalizer(MemcachedProcess(unix_path=SNAPSHOT_SOCKET).stop)
+    return addresses
+
+
+class Snapshot:
+    """One test's session in the test agent; see the ``snapshot`` fixture."""
+
+    def __init__(self, agent: TestAgent, token: str, directory: str):
+        self.agent = agent
+        self.token = token
+        self.directory = directory
+
+    def env(self, env_header: bool = True, **settings) -> dict:
+        """The app's environment: ``settings`` plus what sends its traces to this session."""
+        settings.setdefault("DD_SERVICE", "snapshot-app")
+        settings = {k: v for k, v in settings.items() if v is not None}  # None: leave unset
+        return subprocess_env(**self.agent.env(self.token, env_header, **settings))
+
+    def run(
+        self, code: str, prelude: str = "", under_ddtrace_run: bool = True, env_header: bool = True, **settings
+    ) -> subprocess.CompletedProcess:
+        """Runs ``code`` as ``app.py`` (a fixed path) in a new interpreter, under ddtrace-run
+        by default; ``settings`` are its environment (``DD_SERVICE=None`` leaves it unset).
+
+        ``env_header=False`` keeps the settings from the agent's checks (see TestAgent.env).
+        """
+        path = os.path.join(self.directory, "app.py")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(prelude) + "\n" + textwrap.dedent(code))
+        argv = [*(ddtrace_run() if under_ddtrace_run else []), sys.executable, "app.py"]
+        env = self.env(env_header, **settings)
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, cwd=self.directory)
+        assert proc.returncode == 0, "stdout:\n%s\nstderr:\n%s" % (proc.stdout, proc.stderr)
+        return proc
+
+
+@pytest.fixture
+def snapshot(request, test_agent, snapshot_servers, tmp_path_factory):
+    """Runs the test in its own agent session; afterwards its traces must match
+    ``snapshots/<token>.json`` and pass the agent's checks.
+
+    The token is ``<module>.<test name>``. Snapshots are written where none exists
+    (``SNAPSHOT_CI=0``, see ``scripts/update-snapshots``); under ``SNAPSHOT_CI=1`` a missing or
+    different snapshot fails the test with the agent's diff.
+    """
+    module = request.node.module.__name__.rpartition(".")[2]
+    token = "%s.%s" % (module, request.node.name)
+    # ddtrace splits its additional-headers setting on commas and whitespace.
+    assert not set(token) & set(", \t"), "test ids of snapshot tests must not hold commas or spaces: %r" % token
+    directory = tmp_path_factory.mktemp("snapshot") / "app"  # the process's inferred service
+    directory.mkdir()
+    for address in [*snapshot_servers, SNAPSHOT_SOCKET]:
+        client = socket.socket(socket.AF_UNIX) if address == SNAPSHOT_SOCKET else socket.socket()
+        client.settimeout(5)
+        client.connect(address)
+        client.sendall(b"flush_all\r\n")
+        assert client.recv(64) == b"OK\r\n"
+        client.close()
+    test_agent.start(token)
+    yield Snapshot(test_agent, token, str(directory))
+    if request.node.stash.get(_CALL_PASSED, False):  # else the test's own failure says it all
+        test_agent.snapshot(token, removes=SNAPSHOT_REMOVES)
+        test_agent.check_failures(token)
+
+
+_CALL_PASSED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    if report.when == "call":
+        item.stash[_CALL_PASSED] = report.passed
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that use the ``snapshot`` fixture carry the ``snapshot`` marker (``-m snapshot``)."""
+    for item in items:
+        if "snapshot" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.snapshot)

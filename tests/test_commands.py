@@ -21,13 +21,13 @@ from pymemcache.exceptions import MemcacheUnknownCommandError
 from pymemcache.serde import pickle_serde
 import pytest
 
-from conftest import MemcachedProcess
-from conftest import _wait_until_serving
-from conftest import free_port
 import ddtrace_memcached
 from ddtrace_memcached import commands
 from ddtrace_memcached.patch import COMMANDS as PATCHED_COMMANDS
 from ddtrace_memcached.patch import PYMEMCACHE_VERSION
+from servers import MemcachedProcess
+from servers import free_port
+from servers import wait_until_serving
 
 HAS_SHUTDOWN = PYMEMCACHE_VERSION >= (3, 5)
 HAS_RAW_COMMAND = PYMEMCACHE_VERSION >= (4, 0)
@@ -114,7 +114,7 @@ class ShutdownEnabledMemcached(MemcachedProcess):
         if os.geteuid() == 0:
             cmd += ["-u", "root"]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_until_serving(self._connect, "memcached -A", self.process)
+        wait_until_serving(self._connect, "memcached -A", self.process)
 
 
 @pytest.fixture

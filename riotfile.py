@@ -1,0 +1,70 @@
+"""The test matrix, run with riot (``scripts/test`` runs all of it).
+
+Following dd-trace-py's library support policy: the oldest supported minor of each
+dependency, each minor after it, and the latest release, on every Python we support.
+
+- ``tests``: the suite on pymemcache 3.4 (before RetryingClient), 3.5 (before
+  raw_command) and latest, on Python 3.9 to 3.13, with the latest ddtrace; then ddtrace
+  3.19 (the oldest supported) and 4.0 on the oldest and newest Python.
+- ``ddtrace-run``: the suite's process itself started by ``ddtrace-run``: no explicit
+  patch, the integration must be there already (``tests/test_autopatch.py``).
+- ``snapshot``: the traces sent to the APM test agent against ``snapshots/``, on each
+  pymemcache, with one pinned ddtrace, since the snapshots hold ddtrace's own tags.
+- ``stress``: the long reliability runs.
+
+Commands run ``python -m pytest``: riot's ``python`` is the venv that holds this package
+(and its ``.pth`` hook), while the console scripts it installs run another interpreter.
+
+riot finds interpreters as ``python3.X`` on PATH: with pyenv, make them all visible,
+e.g. ``PYENV_VERSION=3.11.7:3.9.18:3.10.13:3.12.1:3.13.0`` (``scripts/test`` does).
+"""
+
+from riot import Venv
+from riot import latest
+
+PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+PYMEMCACHE = ["~=3.4.4", "~=3.5.0", latest]
+DDTRACE_OLDER = ["~=3.19.0", "~=4.0.0"]
+# The snapshots hold ddtrace's own tags, so they are compared with the release they
+# were recorded with.
+DDTRACE_SNAPSHOTS = "==4.16.0"
+# No background chatter. (DD_TRACE_AGENT_URL, when set, names a test agent to reuse.)
+QUIET = {
+    "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
+    "DD_REMOTE_CONFIGURATION_ENABLED": "false",
+    "DD_CRASHTRACKING_ENABLED": "false",
+}
+
+venv = Venv(
+    pkgs={"pytest": latest, "hypothesis": latest, "gevent": latest},
+    env=QUIET,
+    venvs=[
+        Venv(
+            name="tests",
+            command="python -m pytest -m 'not snapshot and not stress and not ddtrace_run' {cmdargs}",
+            venvs=[
+                Venv(pys=PYTHONS, pkgs={"pymemcache": PYMEMCACHE, "ddtrace": latest}),
+                Venv(pys=[PYTHONS[0], PYTHONS[-1]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER}),
+            ],
+        ),
+        Venv(
+            name="ddtrace-run",
+            command="ddtrace-run python -m pytest -m ddtrace_run {cmdargs}",
+            pys=["3.11"],
+            pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER + [latest]},
+        ),
+        Venv(
+            name="snapshot",
+            command="python -m pytest -m snapshot {cmdargs}",
+            # Python 3.9 names a timeout socket.timeout, not TimeoutError, in error.type.
+            pys=["3.12"],
+            pkgs={"pymemcache": PYMEMCACHE, "ddtrace": DDTRACE_SNAPSHOTS},
+        ),
+        Venv(
+            name="stress",
+            command="python -m pytest -m stress {cmdargs}",
+            pys=["3.13"],
+            pkgs={"pymemcache": latest, "ddtrace": latest},
+        ),
+    ],
+)
