@@ -10,6 +10,7 @@ dependency, each minor after it, and the latest release, on every Python we supp
   patch, the integration must be there already (``tests/test_autopatch.py``).
 - ``snapshot``: the traces sent to the APM test agent against ``snapshots/``, on each
   pymemcache, with one pinned ddtrace, since the snapshots hold ddtrace's own tags.
+- ``wheel``: the built wheel in a fresh venv, under ddtrace-run (the artifact users get).
 - ``stress``: the long reliability runs.
 
 Commands run ``python -m pytest``: riot's ``python`` is the venv that holds this package
@@ -41,7 +42,7 @@ venv = Venv(
     venvs=[
         Venv(
             name="tests",
-            command="python -m pytest -m 'not snapshot and not stress and not ddtrace_run' {cmdargs}",
+            command="python -m pytest -m 'not snapshot and not stress and not ddtrace_run and not wheel' {cmdargs}",
             venvs=[
                 Venv(pys=PYTHONS, pkgs={"pymemcache": PYMEMCACHE, "ddtrace": latest}),
                 Venv(pys=[PYTHONS[0], PYTHONS[-1]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER}),
@@ -59,6 +60,12 @@ venv = Venv(
             # Python 3.9 names a timeout socket.timeout, not TimeoutError, in error.type.
             pys=["3.12"],
             pkgs={"pymemcache": PYMEMCACHE, "ddtrace": DDTRACE_SNAPSHOTS},
+        ),
+        Venv(
+            name="wheel",
+            command="python -m pytest -m wheel {cmdargs}",
+            pys=[PYTHONS[0], PYTHONS[-1]],
+            pkgs={"pymemcache": latest, "ddtrace": latest},
         ),
         Venv(
             name="stress",

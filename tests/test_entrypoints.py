@@ -478,6 +478,7 @@ def _pip(argv, what: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.wheel
 def test_wheel_in_fresh_venv(memcached, tmp_path):
     """Build the wheel, install it in a new venv, and run an app under that venv's ddtrace-run,
     without PYTHONPATH, from an empty directory: our spans. Also measures what installing the

@@ -40,6 +40,9 @@ c = Client(SERVER)
     silent=SNAPSHOT_SILENT_PORT,
 )
 
+# The harness tests below use the agent without the ``snapshot`` fixture: same suite.
+pytestmark = pytest.mark.snapshot
+
 needs_retrying_client = pytest.mark.skipif(not HAS_RETRYING_CLIENT, reason="RetryingClient needs pymemcache >= 3.5")
 
 # --- every command ----------------------------------------------------------------
