@@ -1,92 +1,78 @@
-"""A small web-style app that reads through a memcached cache.
+"""A user-profile endpoint that reads through a memcached cache.
 
-``handle_request`` serves a user profile: it looks the profile up in a HashClient
-over two memcached servers (``MEMCACHED_SERVERS=host:port,host:port``), loads it
-from the "database" on a miss and caches it. Run it under ``ddtrace-run``: every
-memcached command shows up as a span under the request's span.
+``handle_request(name)`` serves ``GET /users/<name>``: the profile comes from a
+HashClient over two memcached servers (``MEMCACHED_SERVERS=host:port,host:port``), or,
+on a miss, from the database, and is then cached. The handler also counts the
+profile's views and fetches the friends' cached profiles with one ``get_many``.
+A profile too large for memcached's 1 MB items is served without being cached.
 
-With ``DEMO_PRINT_TRACES=1`` it prints each trace it produced as a tree.
+Run it under ``ddtrace-run``: each request becomes a trace, and each memcached command
+a span in it. ``scripts/demo`` does, and draws the traces that the APM test agent received.
 """
 
+import logging
 import os
 import time
 
 from ddtrace.trace import tracer
 from pymemcache.client.hash import HashClient
+from pymemcache.exceptions import MemcacheError
 from pymemcache.serde import pickle_serde
 
+log = logging.getLogger("app")
+
+SERVERS = os.environ.get("MEMCACHED_SERVERS", "127.0.0.1:11211")
 cache = HashClient(
-    [tuple(s.rsplit(":", 1)) for s in os.environ.get("MEMCACHED_SERVERS", "127.0.0.1:11211").split(",")],
+    [(host, int(port)) for host, port in (server.rsplit(":", 1) for server in SERVERS.split(","))],
     serde=pickle_serde,
-    key_prefix=b"demo:",
+    key_prefix=os.environ.get("CACHE_KEY_PREFIX", "app:").encode(),
+    connect_timeout=1,
+    timeout=1,
+    no_delay=True,  # else Nagle holds a command after a noreply set for 40 ms
 )
 
-DATABASE = {user_id: {"id": user_id, "name": "user-%d" % user_id} for user_id in range(1, 6)}
+# The database: dave's profile embeds a 2 MB photo.
+DATABASE = {
+    "alice": {"name": "Alice", "friends": ["bob", "carol"]},
+    "bob": {"name": "Bob", "friends": ["alice"]},
+    "carol": {"name": "Carol", "friends": ["alice", "bob"]},
+    "dave": {"name": "Dave", "friends": ["alice"], "photo": b"\x89PNG" + bytes(2 * 1024 * 1024)},
+}
 
 
-def load_from_database(user_id):
-    with tracer.trace("db.load_profile", resource="SELECT profile"):
-        time.sleep(0.002)
-        return DATABASE.get(user_id)
+def load_profile(name):
+    with tracer.trace("db.load_profile", resource="SELECT * FROM profiles WHERE name = %s", span_type="sql"):
+        time.sleep(0.005)  # a database round trip
+        return DATABASE.get(name)
 
 
-def handle_request(user_id):
-    with tracer.trace("web.request", resource="GET /users/%d" % user_id, span_type="web"):
-        profile = cache.get("profile:%d" % user_id)
-        if profile is None:
-            profile = load_from_database(user_id)
-            cache.set("profile:%d" % user_id, profile, expire=60)
-        cache.incr("views:%d" % user_id, 1) or cache.set("views:%d" % user_id, 1)
-        friends = cache.get_many(["profile:%d" % f for f in range(1, 6) if f != user_id])
-        return profile, len(friends)
+def get_profile(name):
+    key = "user:" + name
+    profile = cache.get(key)
+    if profile is None:
+        profile = load_profile(name)
+        try:
+            cache.set(key, profile, expire=300, noreply=False)
+        except MemcacheError as error:
+            log.warning("profile %r not cached: %s", name, error)  # served from the database anyway
+    return profile
 
 
-def _print_traces():
-    from ddtrace.trace import TraceFilter
-
-    class PrintTraces(TraceFilter):
-        def process_trace(self, trace):
-            children = {}
-            for span in trace:
-                children.setdefault(span.parent_id, []).append(span)
-            ids = {span.span_id for span in trace}
-
-            def draw(span, depth):
-                tags = span.get_tags()
-                extra = ["%s=%s" % (k, tags[k]) for k in ("out.host", "memcached.query") if k in tags]
-                port = span.get_metric("network.destination.port")
-                if port:
-                    extra[0:1] = ["%s:%d" % (tags["out.host"], port)]
-                rows = span.get_metric("db.row_count")
-                if rows is not None:
-                    extra.append("rows=%d" % rows)
-                print(
-                    "%s%s  [%s] %s  %.2fms %s%s"
-                    % (
-                        "  " * depth,
-                        span.name,
-                        span.service,
-                        span.resource,
-                        span.duration * 1000,
-                        " ".join(extra),
-                        "  ERROR" if span.error else "",
-                    )
-                )
-                for child in children.get(span.span_id, []):
-                    draw(child, depth + 1)
-
-            for root in trace:
-                if root.parent_id not in ids:
-                    draw(root, 0)
-            print()
-            return None  # printed, not sent: the demo runs without an agent
-
-    tracer.configure(trace_processors=[PrintTraces()])
+def handle_request(name):
+    """GET /users/<name>: the profile, its view count and the friends found in the cache."""
+    with tracer.trace("web.request", resource="GET /users/{name}", span_type="web") as span:
+        span.set_tag("http.method", "GET")
+        span.set_tag("http.url", "/users/" + name)
+        profile = get_profile(name)
+        if cache.incr("views:" + name, 1) is None:
+            cache.set("views:" + name, 1)
+        friends = cache.get_many(["user:" + friend for friend in profile["friends"]])
+        span.set_tag("http.status_code", 200)
+        return {"name": profile["name"], "friends_cached": len(friends)}
 
 
 if __name__ == "__main__":
-    if os.environ.get("DEMO_PRINT_TRACES"):
-        _print_traces()
-    for user in (1, 2, 1):
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for user in ("alice", "bob", "alice", "dave"):
         handle_request(user)
-    tracer.flush()
+        log.info("GET /users/%s 200", user)

@@ -68,6 +68,16 @@ def wait_until_serving(connect, what: str, process=None, timeout: float = 10.0) 
             time.sleep(0.01)
 
 
+def _started(process: subprocess.Popen, connect, what: str) -> None:
+    """Waits for ``process`` to serve; kills it if it does not, or if interrupted."""
+    try:
+        wait_until_serving(connect, what, process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+
+
 class MemcachedProcess:
     """A memcached server process on 127.0.0.1 (or a unix socket)."""
 
@@ -82,7 +92,7 @@ class MemcachedProcess:
         if os.geteuid() == 0:
             cmd += ["-u", "root"]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until_serving(self._connect, "memcached", self.process)
+        _started(self.process, self._connect, "memcached")
 
     @property
     def address(self):
@@ -131,8 +141,7 @@ class TestAgent:
             self.log = open(os.path.join(_log_dir(), "test-agent-%d.log" % port), "w")
             self.process = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
             url = "http://127.0.0.1:%d" % port
-            connect = lambda: socket.create_connection(("127.0.0.1", port), timeout=1)  # noqa: E731
-            wait_until_serving(connect, "test agent", self.process)
+            _started(self.process, lambda: socket.create_connection(("127.0.0.1", port), timeout=1), "test agent")
         self.url = url.rstrip("/")
         self.proxy = EnvHeaderProxy(self.url)
 
