@@ -11,6 +11,7 @@ dependency, each minor after it, and the latest release, on every Python we supp
 - ``snapshot``: the traces sent to the APM test agent against ``snapshots/``, on each
   pymemcache, with one pinned ddtrace, since the snapshots hold ddtrace's own tags.
 - ``wheel``: the built wheel in a fresh venv, under ddtrace-run (the artifact users get).
+- ``benchmarks``: a smoke run of ``benchmarks/`` (every variant, OpenTelemetry's too).
 - ``stress``: the long reliability runs.
 
 Commands run ``python -m pytest``: riot's ``python`` is the venv that holds this package
@@ -36,13 +37,16 @@ QUIET = {
     "DD_CRASHTRACKING_ENABLED": "false",
 }
 
+# Tests that run in a suite of their own only.
+OWN_SUITE_MARKERS = ["snapshot", "ddtrace_run", "wheel", "benchmark", "stress"]
+
 venv = Venv(
     pkgs={"pytest": latest, "hypothesis": latest, "gevent": latest},
     env=QUIET,
     venvs=[
         Venv(
             name="tests",
-            command="python -m pytest -m 'not snapshot and not stress and not ddtrace_run and not wheel' {cmdargs}",
+            command="python -m pytest -m '%s' {cmdargs}" % " and ".join("not " + m for m in OWN_SUITE_MARKERS),
             venvs=[
                 Venv(pys=PYTHONS, pkgs={"pymemcache": PYMEMCACHE, "ddtrace": latest}),
                 Venv(pys=[PYTHONS[0], PYTHONS[-1]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER}),
@@ -66,6 +70,17 @@ venv = Venv(
             command="python -m pytest -m wheel {cmdargs}",
             pys=[PYTHONS[0], PYTHONS[-1]],
             pkgs={"pymemcache": latest, "ddtrace": latest},
+        ),
+        Venv(
+            name="benchmarks",
+            command="python -m pytest -m benchmark {cmdargs}",
+            pys=["3.12"],
+            pkgs={
+                "pymemcache": latest,
+                "ddtrace": latest,
+                "opentelemetry-instrumentation-pymemcache": latest,
+                "opentelemetry-sdk": latest,
+            },
         ),
         Venv(
             name="stress",

@@ -51,7 +51,9 @@ Spans
   miss that returns ``get``'s ``default`` is not;
 - ``memcached.retry.attempt`` (from 1) on the spans of a ``RetryingClient``;
 - errors: ``error.type``, ``error.message`` and ``error.stack``. The exception
-  reaches the application unchanged;
+  reaches the application unchanged. pymemcache's messages about an illegal key
+  quote the key: on the span, the quote is replaced by ``<redacted: ...>`` unless
+  ``memcached.query`` is enabled, and it is cut at 1000 characters;
 - ``memcached.query``: the command and the keys as sent (with ``key_prefix``),
   only when enabled. Never a value: ``raw_command`` keeps its first line only.
   It is cut at 1000 characters, and then ends with ``...``.

@@ -131,11 +131,31 @@ def query(command: Command, args: tuple, kwargs: dict, key_prefix: bytes) -> str
         if isinstance(raw, (str, bytes)):
             # Storage commands carry their value after the first line: drop it.
             parts = [_key_text(raw, b"").split("\r", 1)[0].split("\n", 1)[0]]
-    text = " ".join(parts)
+    return _cut(" ".join(parts))
+
+
+def _cut(text: str) -> str:
     if len(text) > QUERY_MAX_LENGTH:
         return text[: QUERY_MAX_LENGTH - len(TRUNCATED)] + TRUNCATED
     return text
 
+
+REDACTED = "<redacted: DD_TRACE_MEMCACHED_COMMAND_ENABLED is off>"
+
+
+def input_error_message(message: str, keys_enabled: bool) -> str:
+    """The ``error.message`` of a ``MemcacheIllegalInputError``, which quotes what it refused.
+
+    ``Key contains whitespace: b'...'`` quotes a key: it is kept only when key capture is
+    on. Whatever is quoted is cut like a query.
+    """
+    head, colon, _ = message.partition(": ")
+    if colon and not keys_enabled and "key" in head.lower():
+        return head + colon + REDACTED
+    return _cut(message)
+
+
+_ONE_WITH_CAS = Read.ONE_WITH_CAS  # a global is quicker to reach than an enum's member
 
 MISS = object()
 """Passed as ``get``/``gets``'s default so that a miss cannot look like a stored value."""
@@ -147,6 +167,8 @@ def with_miss_sentinel(args: tuple, kwargs: dict):
     Arguments that would not bind are left as they are, so the client raises the same
     ``TypeError`` it raises untraced.
     """
+    if len(args) == 1 and "default" not in kwargs:  # get(key), the common call: no copy
+        return (args[0], MISS), kwargs, None
     if len(args) >= 2:
         return (args[0], MISS) + args[2:], kwargs, args[1]
     kwargs = dict(kwargs)
@@ -157,7 +179,7 @@ def with_miss_sentinel(args: tuple, kwargs: dict):
 
 def restore_default(command: Command, result: Any, default: Any):
     """Undoes :func:`with_miss_sentinel`; returns the app's result and the row count."""
-    if command.read is Read.ONE_WITH_CAS:
+    if command.read is _ONE_WITH_CAS:
         if isinstance(result, tuple) and len(result) == 2 and result[0] is MISS:
             return (default, result[1]), 0
         return result, 1
@@ -168,4 +190,4 @@ def restore_default(command: Command, result: Any, default: Any):
 
 def found(result: Any) -> Optional[int]:
     """The number of keys a ``get_many``/``gets_many`` found."""
-    return len(result) if isinstance(result, Mapping) else None
+    return len(result) if type(result) is dict or isinstance(result, Mapping) else None

@@ -21,12 +21,16 @@ OVERRIDE_ATTR = "_ddtrace_memcached_override"
 
 
 def _attr(obj: Any, name: str) -> Any:
-    """``obj.name`` from the instance or its class, never from ``__getattr__``.
+    """``obj.name``, or None; never what a ``__getattr__`` makes up.
 
-    ``RetryingClient.__getattr__`` answers every unknown name with a function.
+    ``RetryingClient.__getattr__`` answers every unknown name with a function, and
+    neither a Pin nor an override is callable. A plain ``getattr`` with a default does
+    not raise when the name is missing, and does not touch ``obj.__dict__``: reading
+    that makes CPython (3.11+) build the instance's dict, after which every attribute
+    read on the client, pymemcache's own per key included, takes the slow path.
     """
-    value = getattr(obj, "__dict__", {}).get(name)
-    return value if value is not None else getattr(type(obj), name, None)
+    value = getattr(obj, name, None)
+    return None if callable(value) else value
 
 
 class Scope(NamedTuple):
@@ -62,12 +66,15 @@ def _merge(outer: Scope, service: Optional[str], tags: Optional[Mapping]) -> Sco
 
 def _own(client: Any, outer: Scope) -> Scope:
     """``outer`` refined by the client's Pin, then by its :func:`override`."""
+    # Inlined _attr: this runs on every command, and most clients have neither.
+    pin = getattr(client, PIN_ATTR, None)
+    own = getattr(client, OVERRIDE_ATTR, None)
+    if pin is None and own is None:
+        return outer
     scope = outer
-    pin = _attr(client, PIN_ATTR)
-    if pin is not None:
+    if pin is not None and not callable(pin):
         scope = _merge(scope, getattr(pin, "service", None), getattr(pin, "tags", None))
-    own = _attr(client, OVERRIDE_ATTR)
-    if own is not None:
+    if own is not None and not callable(own):
         scope = _merge(scope, own.service, own.tags)
     return scope
 

@@ -9,11 +9,15 @@ clients created before :func:`patch` are traced, and ``isinstance`` keeps workin
 
 from functools import partial
 import logging
+from typing import Any
 from typing import Dict
+from typing import Optional
+from typing import Tuple
 
 from ddtrace.trace import tracer
 import pymemcache
 from pymemcache.client.base import PooledClient
+from pymemcache.exceptions import MemcacheIllegalInputError
 import wrapt
 
 from . import builtin
@@ -55,6 +59,12 @@ _OPERATION = "memcached.command"  # schematized again by patch(), once the schem
 
 
 # --- span lifecycle --------------------------------------------------------------
+#
+# Everything here runs on every command: what is not the span itself is kept to a few
+# dict lookups. Read.* are enum class attributes, slower to reach than module globals.
+
+_READ_ONE, _READ_ONE_WITH_CAS, _READ_MANY = Read.ONE, Read.ONE_WITH_CAS, Read.MANY
+_HOST_TAGS: Dict[Any, Tuple[str, Optional[int]]] = {}  # server -> (out.host, port or None)
 
 
 def _server_tags(server) -> tuple:
@@ -64,17 +74,33 @@ def _server_tags(server) -> tuple:
     return str(server), None
 
 
+def _host_tags(server) -> tuple:
+    """:func:`_server_tags`, computed once per server: keyed by the value, so a client
+    whose ``server`` is reassigned gets the new tags."""
+    try:
+        tags = _HOST_TAGS.get(server)
+    except TypeError:  # unhashable: pymemcache < 4 keeps a list as it was given
+        return _server_tags(server)
+    if tags is None:
+        if len(_HOST_TAGS) >= 1024:  # bounded, for processes that see many short-lived servers
+            _HOST_TAGS.clear()
+        tags = _HOST_TAGS[server] = _server_tags(server)
+    return tags
+
+
 def _start_span(command: Command, client, args, kwargs):
     scope = overrides.for_span(client)
+    # Read on every command, so that changes to config.memcached apply at once. Items,
+    # not attributes: IntegrationConfig's __getattr__ raises and catches on every read.
     int_config = settings.integration_config()
     span = tracer.trace(
         _OPERATION,
-        service=scope.service or int_config.service or int_config._default_service,
+        service=scope.service or int_config["service"] or int_config["_default_service"],
         resource=command.resource,
         span_type="cache",
     )
     try:
-        host, port = _server_tags(client.server)
+        host, port = _host_tags(client.server)
         span.set_tag("component", settings.INTEGRATION)
         span.set_tag("span.kind", "client")
         span.set_tag("db.system", "memcached")
@@ -85,7 +111,7 @@ def _start_span(command: Command, client, args, kwargs):
         span.set_metric("_dd.measured", 1)
         if scope.attempt is not None:
             span.set_metric("memcached.retry.attempt", scope.attempt)
-        if int_config.command_enabled:
+        if int_config["command_enabled"]:
             span.set_tag("memcached.query", commands.query(command, args, kwargs, getattr(client, "key_prefix", b"")))
         if scope.tags:
             span.set_tags(scope.tags)
@@ -104,16 +130,39 @@ def _trace_command(command: Command, wrapped, instance, args, kwargs):
         log.debug("could not start the span of memcached %s", command.resource, exc_info=True)
         return wrapped(*args, **kwargs)
 
-    with span:  # on an exception: error tags, finish, and the same exception goes on
-        if command.read is Read.ONE or command.read is Read.ONE_WITH_CAS:
+    try:
+        read = command.read
+        if read is _READ_ONE or read is _READ_ONE_WITH_CAS:
             return _read_one(command, span, wrapped, args, kwargs)
         result = wrapped(*args, **kwargs)
-        if command.read is Read.MANY:
+        if read is _READ_MANY:
             try:
                 span.set_metric("db.row_count", commands.found(result))
             except Exception:
                 log.debug("could not count the keys found by memcached %s", command.resource, exc_info=True)
         return result
+    except BaseException as exc:
+        _record_error(span, exc)
+        raise  # the same object, unchanged
+    finally:
+        try:
+            span.finish()
+        except Exception:
+            log.debug("could not finish the span of memcached %s", command.resource, exc_info=True)
+
+
+def _record_error(span, exc: BaseException) -> None:
+    """The error tags ``with span`` would set, without the keys pymemcache quotes."""
+    try:
+        span.set_exc_info(type(exc), exc, exc.__traceback__)
+        if isinstance(exc, MemcacheIllegalInputError):
+            message = str(exc)
+            tag = commands.input_error_message(message, settings.integration_config()["command_enabled"])
+            if tag != message:
+                span.set_tag("error.message", tag)
+                span.set_tag("error.stack", (span.get_tag("error.stack") or "").replace(message, tag))
+    except Exception:
+        log.debug("could not record the error on a memcached span", exc_info=True)
 
 
 def _read_one(command: Command, span, wrapped, args, kwargs):

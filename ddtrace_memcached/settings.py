@@ -11,6 +11,7 @@ import _ddtrace_memcached_hook
 
 INTEGRATION = _ddtrace_memcached_hook.INTEGRATION
 COMMAND_ENABLED_ENV = "DD_TRACE_MEMCACHED_COMMAND_ENABLED"
+_NO_CONFIGS: dict = {}
 
 
 def register() -> None:
@@ -29,7 +30,13 @@ def register() -> None:
 
 
 def integration_config():
-    return getattr(config, INTEGRATION)
+    """``config.memcached``, looked up on every span: ``config._add`` replaces the object.
+
+    ddtrace's registry is read directly where it exists: ``Config.__getattr__`` raises
+    and catches an AttributeError on every call.
+    """
+    found = getattr(config, "_integration_configs", _NO_CONFIGS).get(INTEGRATION)
+    return found if found is not None else getattr(config, INTEGRATION)
 
 
 def operation_name() -> str:

@@ -418,7 +418,10 @@ def test_error_reaches_app_unchanged_with_one_error_span(name, request, spans, p
     assert span.resource == fault.resource
     assert span.error == 1
     assert span.get_tag("error.type") == exc_type_name(traced)
-    assert span.get_tag("error.message") == str(traced)
+    message = str(traced)
+    if message.startswith(("Key ", "Non-ASCII key")):  # it quotes the key, and capture is off
+        message = message.partition(": ")[0] + ": " + dm_commands.REDACTED
+    assert span.get_tag("error.message") == message
     stack = span.get_tag("error.stack")
     assert stack and type(traced).__name__ in stack
     assert frames[-1][1] in stack, "the stack does not reach the raise site"
