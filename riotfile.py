@@ -78,6 +78,7 @@ venv = Venv(
             pkgs={
                 "pymemcache": latest,
                 "ddtrace": latest,
+                "msgpack": latest,
                 "opentelemetry-instrumentation-pymemcache": latest,
                 "opentelemetry-sdk": latest,
             },

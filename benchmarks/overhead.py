@@ -168,8 +168,10 @@ def worker_env(variant: str, phase_env: dict, agent_port: int, servers, ref_src)
     env.update(phase_env)
     env["DD_TRACE_AGENT_URL"] = "http://127.0.0.1:%d" % agent_port
     env["BENCH_SERVERS"] = json.dumps(servers)
-    # The working tree (or the reference copy), not what is installed in the venv.
-    env["PYTHONPATH"] = ref_src if variant == "ours-ref" else ROOT
+    # The working tree (or the reference copy) first, not what is installed in the venv;
+    # then the caller's path, which is where riot puts the suite's packages.
+    first = ref_src if variant == "ours-ref" else ROOT
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (first, os.environ.get("PYTHONPATH")) if p)
     return env
 
 

@@ -132,13 +132,14 @@ class FaultServer:
     """A real TCP listener that reads each request, then misbehaves.
 
     ``reset``: closes with SO_LINGER (1, 0), so the client gets a TCP RST;
+    ``close``: closes (FIN) without a reply;
     ``partial``: sends the start of a ``VALUE`` reply, then closes (FIN) mid-value.
     """
 
     PARTIAL_REPLY = b"VALUE k 0 10\r\nabc"
 
     def __init__(self, mode: str):
-        assert mode in ("reset", "partial"), mode
+        assert mode in ("reset", "close", "partial"), mode
         self.mode = mode
         self.accepted = 0
         self.listener = socket.socket()
@@ -162,10 +163,10 @@ class FaultServer:
             self.accepted += 1
             try:
                 conn.settimeout(5)
-                conn.recv(65536)
+                conn.recv(65536)  # the whole request has arrived: now misbehave
                 if self.mode == "reset":
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                else:
+                elif self.mode == "partial":
                     conn.sendall(self.PARTIAL_REPLY)
             except OSError:
                 pass

@@ -17,7 +17,6 @@ import logging
 import os
 import pickle
 import socket
-import struct
 import threading
 from typing import Any
 from typing import Callable
@@ -37,6 +36,7 @@ from pymemcache.exceptions import MemcacheServerError
 from pymemcache.exceptions import MemcacheUnexpectedCloseError
 from pymemcache.serde import pickle_serde
 import pytest
+from reliability import FaultServer
 import wrapt
 
 import ddtrace_memcached
@@ -133,50 +133,10 @@ for _name in RecordingClient._INTERNALS:
         setattr(RecordingClient, _name, _recording(_name))
 
 
-class MisbehavingServer:
-    """A real TCP listener that reads one request, then resets or closes the connection."""
-
-    def __init__(self, reset: bool):
-        self.reset = reset
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.listener.settimeout(0.05)
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def address(self):
-        return self.listener.getsockname()
-
-    def _serve(self):
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except (socket.timeout, OSError):
-                continue
-            try:
-                conn.settimeout(5)
-                conn.recv(65536)  # the whole request has arrived: now misbehave
-                if self.reset:
-                    # SO_LINGER on, 0 seconds: close() sends RST instead of FIN.
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-            finally:
-                conn.close()
-
-    def stop(self):
-        self.stopping.set()
-        self.thread.join(5)
-        self.listener.close()
-
-
 @pytest.fixture
 def reset_server():
     """Address of a server that answers every request with a TCP reset."""
-    server = MisbehavingServer(reset=True)
+    server = FaultServer("reset")
     yield server.address
     server.stop()
 
@@ -184,7 +144,7 @@ def reset_server():
 @pytest.fixture
 def closing_server():
     """Address of a server that closes the connection (FIN) instead of answering."""
-    server = MisbehavingServer(reset=False)
+    server = FaultServer("close")
     yield server.address
     server.stop()
 
