@@ -426,6 +426,9 @@ READ_SEQUENCE = [
     ("get_many none found", lambda c, p: c.get_many(["miss", "miss2"]), 0),
     ("get_many None and 0", lambda c, p: p.get_many(["none", "zero", "miss"]), 2),
     ("get_multi some", lambda c, p: c.get_multi(["hit", "miss"]), 1),
+    # The result is keyed by the keys as the app gave them: bytes stay bytes.
+    ("get_many bytes keys", lambda c, p: c.get_many([b"hit", b"empty", b"miss"]), 2),
+    ("get_many mixed keys", lambda c, p: c.get_many([b"hit", "empty"]), 2),
     ("gets hit", lambda c, p: c.gets("hit"), 1),
     ("gets stored b''", lambda c, p: c.gets("empty"), 1),
     ("gets miss", lambda c, p: c.gets("miss"), 0),
@@ -434,6 +437,7 @@ READ_SEQUENCE = [
     ("gets stored None", lambda c, p: p.gets("none"), 1),
     ("gets_many some", lambda c, p: c.gets_many(["hit", "empty", "miss"]), 2),
     ("gets_many None", lambda c, p: p.gets_many(["none", "miss"]), 1),
+    ("gets_many bytes keys", lambda c, p: c.gets_many([b"hit", b"miss"]), 1),
 ]
 
 
@@ -866,6 +870,34 @@ def test_patch_is_idempotent(memcached, spans, unpatched_first):
     with captured(spans) as cap:
         client.set("k", b"v", noreply=False)
     assert cap.memcached_only() == []
+
+
+@needs_retrying_client
+def test_unpatch_removes_the_pin_accessors_of_retrying_client(unpatched_first):
+    """RetryingClient gets Pin accessors while patched, and is left as it was by unpatch()."""
+    from pymemcache.client.retrying import RetryingClient
+
+    from ddtrace_memcached.overrides import PIN_ACCESSORS
+
+    ddtrace_memcached.patch()
+    assert set(PIN_ACCESSORS) <= set(vars(RetryingClient))
+    ddtrace_memcached.unpatch()
+    assert not set(PIN_ACCESSORS) & set(vars(RetryingClient))
+
+
+def test_server_tags_cache_is_bounded(tmp_path, spans, patched):
+    """out.host is computed once per server and cached: a process that sees thousands of
+    servers (here unix sockets that do not exist) keeps the cache bounded, and each span
+    still names its own server."""
+    from ddtrace_memcached.patch import _HOST_TAGS
+
+    paths = [str(tmp_path / ("missing-%d.sock" % i)) for i in range(3000)]
+    for path in paths:
+        with pytest.raises(OSError):
+            Client(path, connect_timeout=1).get("k")
+    assert 0 < len(_HOST_TAGS) <= 1024
+    assert [s.get_tag("out.host") for s in spans.memcached()] == paths
+    assert all(s.error == 1 for s in spans.memcached())
 
 
 def test_subclass_is_traced(memcached, spans, patched):

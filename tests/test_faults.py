@@ -500,3 +500,43 @@ def test_retrying_client_outlasts_a_restart(spans):
     assert_span_of(get.spans[-1], "get", None)
     assert len(set_.spans) == 1
     assert_span_of(set_.spans[0], "set", None)
+
+
+# --- exceptions that are not Exceptions ----------------------------------------------------
+
+
+class Interrupted(BaseException):
+    """Like gevent.Timeout: a BaseException that is not an Exception."""
+
+
+class InterruptingSerde:
+    """A serde whose deserialize is interrupted, as a signal handler or a greenlet timeout can."""
+
+    def __init__(self, exc_type):
+        self.exc_type = exc_type
+        self.raised = None
+
+    def serialize(self, key, value):
+        return value, 0
+
+    def deserialize(self, key, value, flags):
+        self.raised = self.exc_type("interrupted while reading %r" % key)
+        raise self.raised
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit, Interrupted])
+def test_base_exceptions_reach_the_app_unchanged(exc_type, memcached, spans, patched):
+    """KeyboardInterrupt, SystemExit and gevent.Timeout-like exceptions raised inside a command
+    reach the app as the same object; the span records them and is finished, not left active."""
+    serde = InterruptingSerde(exc_type)
+    client = Client(memcached, serde=serde, default_noreply=False)
+    client.set("k", b"v")
+    with tracer.trace("app.request") as parent:
+        with pytest.raises(exc_type) as raised:
+            client.get("k")
+        assert_active(parent)
+    assert raised.value is serde.raised
+    set_span, get_span = spans.memcached()
+    assert_span_of(set_span, "set", None)
+    assert_span_of(get_span, "get", raised.value)
+    assert get_span.parent_id == parent.span_id

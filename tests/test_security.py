@@ -9,6 +9,7 @@
   ``QUERY_MAX_LENGTH`` and ends with ``...``, and no span carries a multi-kilobyte tag.
 """
 
+from collections.abc import Collection
 import json
 import os
 
@@ -269,6 +270,36 @@ def test_huge_key_lists_are_cut(name, memcached, spans, patched, command_enabled
     kept = query[: -len(commands.TRUNCATED)]
     assert full.startswith(kept) and len(kept) >= commands.QUERY_MAX_LENGTH - 20
     assert len(span_text(span)) < TAG_BUDGET, {k: len(v) for k, v in span.get_tags().items()}
+
+
+class CountingKeys(Collection):
+    """A collection of keys that counts how many of them were read."""
+
+    def __init__(self, keys):
+        self.keys = keys
+        self.read = 0
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __contains__(self, key):
+        return key in self.keys
+
+    def __iter__(self):
+        for key in self.keys:
+            self.read += 1
+            yield key
+
+
+@pytest.mark.parametrize("method", ["get_many", "set_many", "delete_many"])
+def test_the_query_of_a_huge_key_list_reads_only_what_it_keeps(method):
+    """Building memcached.query stops at the cap: of 100,000 keys, it reads about as many
+    as fit in QUERY_MAX_LENGTH characters, not all of them."""
+    (command,) = [c for c in COMMANDS if c.method == method]
+    keys = CountingKeys(_keys(100_000))
+    query = commands.query(command, (keys,), {}, b"")
+    kept = len(query.split(" ")) - 1  # the resource, then one word per key
+    assert 0 < keys.read <= kept + 1, (keys.read, kept)
 
 
 @pytest.mark.parametrize("use_pooling", [False, True], ids=["plain", "pooled"])
