@@ -717,19 +717,21 @@ def test_node_settings_beat_hash_client_override(use_pooling, node_setting, memc
     for the spans of that node; the other nodes keep the HashClient's."""
     client = HashClient(memcached_nodes, use_pooling=use_pooling)
     ddtrace_memcached.override(client, service="outer", tags={"team": "outer", "zone": "z"})
-    node = list(client.clients.values())[0]
+    node = client._get_client("key-0")  # a node that exercise() uses, whatever the ports
     if node_setting == "override":
         ddtrace_memcached.override(node, service="inner", tags={"team": "inner"})
     else:
         Pin.override(node, service="inner", tags={"team": "inner"})
-    exercise(client)
+    try:
+        exercise(client)
+    finally:
+        client.close()
     got = spans.memcached()
     mine = [s for s in got if _port_of(s) == _node_port(node)]
     others = [s for s in got if _port_of(s) != _node_port(node)]
     assert mine and others, "the keys did not spread over the nodes"
     assert_all(mine, "inner", {"team": "inner", "zone": "z"})
     assert_all(others, "outer", {"team": "outer", "zone": "z"})
-    client.close()
 
 
 def test_pooled_node_beats_hash_client(memcached_nodes, spans, patched):
