@@ -10,11 +10,38 @@ waits for ``ddtrace._monkey``. When that module has run, and before
 comparison per import until they exit.
 """
 
+import os
 import sys
 
 _MONKEY = "ddtrace._monkey"
 INTEGRATION = "memcached"
-BUILTIN_INTEGRATION = "pymemcache"
+
+CLIENTS = {
+    # client (its module, and ``ddtrace_memcached.clients.<client>``): ddtrace's built-in
+    # integration for it, which ours replaces, or None
+    "pymemcache": "pymemcache",
+    "pylibmc": "pylibmc",
+    "memcache": None,  # python-memcached
+    "bmemcached": None,  # python-binary-memcached
+    "meta_memcache": None,
+    "aiomcache": None,
+    "emcache": None,
+}
+"""The clients the integration can trace."""
+
+CLIENTS_ENV = "DD_TRACE_MEMCACHED_CLIENTS"
+
+
+def covered_clients():
+    """The clients ``memcached`` traces: ``DD_TRACE_MEMCACHED_CLIENTS`` (comma-separated), else all.
+
+    A client left out stays with ddtrace's built-in integration for it, if it has one.
+    """
+    value = os.environ.get(CLIENTS_ENV, "").strip()
+    if not value or value.lower() == "all":
+        return tuple(CLIENTS)
+    wanted = {name.strip().lower() for name in value.replace(" ", ",").split(",")}
+    return tuple(client for client in CLIENTS if client in wanted)
 
 
 class _MonkeyFinder:
@@ -100,9 +127,11 @@ def _register(monkey):
     def patch(raise_errors=True, **patch_modules):
         enabled = patch_modules.pop(INTEGRATION, False)
         if enabled:
-            # Ours takes precedence: the built-in would trace every command again.
-            patch_modules.pop(BUILTIN_INTEGRATION, None)
-            _patch_on_import(monkey, raise_errors, enabled)
+            clients = covered_clients()
+            for client in clients:
+                # Ours takes precedence: the built-in would trace every command again.
+                patch_modules.pop(CLIENTS[client], None)
+            _patch_on_import(monkey, raise_errors, enabled, clients)
         return original(raise_errors=raise_errors, **patch_modules)
 
     patch.__ddtrace_memcached__ = True
@@ -123,10 +152,13 @@ def add_integration_config(config_module_name):
         config_module.INTEGRATION_CONFIGS = frozenset(known) | {INTEGRATION}
 
 
-def _patch_on_import(monkey, raise_errors, patch_indicator):
-    """Does for ``memcached`` what ``_monkey.patch`` does for a built-in integration."""
+def _patch_on_import(monkey, raise_errors, patch_indicator, clients):
+    """Does for ``memcached`` what ``_monkey.patch`` does for a built-in integration:
+    ``ddtrace_memcached.patch.patch()`` runs when the first client module is imported.
+    ddtrace checks that client's version first (safe instrumentation)."""
     on_import = monkey._on_import_factory(
         INTEGRATION, "ddtrace_%s.patch", raise_errors=raise_errors, patch_indicator=patch_indicator
     )
-    monkey.when_imported("pymemcache")(on_import)
+    for client in clients:
+        monkey.when_imported(client)(on_import)
     monkey._PATCHED_MODULES.add(INTEGRATION)

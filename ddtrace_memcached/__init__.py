@@ -105,11 +105,11 @@ The integration's own failures are logged there and never reach the application.
 import _ddtrace_memcached_hook
 
 from .overrides import override
-from .patch import get_version
+from .patch import get_versions
 from .patch import patch
 from .patch import unpatch
 
 __version__ = "0.1.0"
-__all__ = ["patch", "unpatch", "override", "get_version", "__version__"]
+__all__ = ["patch", "unpatch", "override", "get_versions", "__version__"]
 
 _ddtrace_memcached_hook.install()

@@ -1,7 +1,8 @@
-"""The traced commands as data, and the helpers that name them and read their keys.
+"""Commands as data, and the helpers that name them and read their keys.
 
-Nothing here creates spans: these functions say what a call is called, which keys
-it sends and how many it found, so that ``patch.py`` stays about span lifecycle.
+Each client module keeps its command table as rows of :func:`command`. Nothing here
+creates spans: these functions say what a call is called, which keys it sends and how
+many it found, so that ``core.py`` stays about span lifecycle.
 """
 
 from collections.abc import Collection
@@ -35,58 +36,34 @@ class Read(enum.Enum):
     ONE = "one"  # get: a hit or a miss, told apart with a sentinel default
     ONE_WITH_CAS = "one_with_cas"  # gets: the same, in a (value, cas) pair
     MANY = "many"  # get_many / gets_many: the dict of the keys found
+    VALUE = "value"  # get without a default: None is a miss (a stored None cannot be told apart)
 
 
 class Command(NamedTuple):
-    method: str  # the attribute of ``Client``
+    method: str  # the attribute of the client class
     resource: str  # the span's resource: aliases are reported under the name they alias
     keys: Keys
     read: Read
-    since: tuple  # the first pymemcache version that has it
+    since: tuple  # the first version of the client library that has it
 
 
-def _command(method, keys=Keys.NONE, read=Read.NONE, since=(3, 4), resource=None):
+def command(method: str, keys: Keys = Keys.NONE, read: Read = Read.NONE, since: tuple = (), resource=None) -> Command:
+    """A row of a client's command table."""
     return Command(method, resource or method, keys, read, since)
 
 
-COMMANDS = (
-    # storage
-    _command("set", Keys.ONE),
-    _command("set_many", Keys.MAPPING),
-    _command("set_multi", Keys.MAPPING, resource="set_many"),
-    _command("add", Keys.ONE),
-    _command("replace", Keys.ONE),
-    _command("append", Keys.ONE),
-    _command("prepend", Keys.ONE),
-    _command("cas", Keys.ONE),
-    # retrieval
-    _command("get", Keys.ONE, Read.ONE),
-    _command("get_many", Keys.MANY, Read.MANY),
-    _command("get_multi", Keys.MANY, Read.MANY, resource="get_many"),
-    _command("gets", Keys.ONE, Read.ONE_WITH_CAS),
-    _command("gets_many", Keys.MANY, Read.MANY),
-    # deletion, arithmetic, touch
-    _command("delete", Keys.ONE),
-    _command("delete_many", Keys.MANY),
-    _command("delete_multi", Keys.MANY, resource="delete_many"),
-    _command("incr", Keys.ONE),
-    _command("decr", Keys.ONE),
-    _command("touch", Keys.ONE),
-    # server
-    _command("stats", Keys.ARGS),
-    _command("version"),
-    _command("flush_all"),
-    _command("quit"),
-    _command("cache_memlimit"),
-    _command("shutdown", since=(3, 5)),
-    _command("raw_command", Keys.RAW, since=(4, 0)),
-)
-"""Every method of ``pymemcache.client.base.Client`` that talks to a server."""
+def parse_version(version: str) -> tuple:
+    """``"4.0.0"`` -> ``(4, 0, 0)``; what is not a digit is ignored (``"1.6.3rc1"``)."""
+    parts = []
+    for part in version.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
 
 
-def commands_for(version: tuple) -> tuple:
-    """The commands that pymemcache ``version`` has."""
-    return tuple(c for c in COMMANDS if version >= c.since)
+def for_version(table: tuple, version: tuple) -> tuple:
+    """The commands of ``table`` that the installed ``version`` of the library has."""
+    return tuple(c for c in table if version >= c.since)
 
 
 def _key_text(key: Any, prefix: bytes) -> str:
@@ -155,7 +132,7 @@ def input_error_message(message: str, keys_enabled: bool) -> str:
     return _cut(message)
 
 
-_ONE_WITH_CAS = Read.ONE_WITH_CAS  # a global is quicker to reach than an enum's member
+_ONE_WITH_CAS, _VALUE = Read.ONE_WITH_CAS, Read.VALUE  # globals are quicker to reach than enum members
 
 MISS = object()
 """Passed as ``get``/``gets``'s default so that a miss cannot look like a stored value."""
@@ -188,6 +165,9 @@ def restore_default(command: Command, result: Any, default: Any):
     return result, 1
 
 
-def found(result: Any) -> Optional[int]:
-    """The number of keys a ``get_many``/``gets_many`` found."""
+def found(command: Command, result: Any) -> Optional[int]:
+    """The number of keys a read found: the size of a ``Read.MANY`` mapping, 0 or 1 for
+    ``Read.VALUE``; None when the result does not say."""
+    if command.read is _VALUE:
+        return 0 if result is None else 1
     return len(result) if type(result) is dict or isinstance(result, Mapping) else None

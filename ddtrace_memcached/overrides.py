@@ -1,18 +1,22 @@
 """Per-client service and tag overrides: ddtrace's Pin and our own :func:`override`.
 
-A span belongs to the ``Client`` that sent the command, but users configure the
-client they hold, which may be a ``PooledClient``, ``HashClient`` or
-``RetryingClient`` around it. Those wrapper clients put their override in a
-context variable for the duration of a call; the ``Client`` span reads it.
+A span belongs to the object that sent the command (pymemcache's ``Client``, a
+per-server protocol object), but users configure the client they hold, which may be
+a pool, a hash ring or a retrying client around it. Those outer clients are wrapped
+with :func:`within`, which puts their override in a context variable for the
+duration of a call; the span reads it (:func:`for_span`).
 """
 
 import contextvars
 import logging
 from typing import Any
+from typing import Callable
 from typing import Dict
 from typing import Mapping
 from typing import NamedTuple
 from typing import Optional
+
+from . import wrapping
 
 log = logging.getLogger("ddtrace.contrib.memcached")
 
@@ -48,8 +52,8 @@ _scope: contextvars.ContextVar = contextvars.ContextVar("ddtrace_memcached_scope
 def override(client: Any, service: Optional[str] = None, tags: Optional[Mapping[str, Any]] = None) -> None:
     """Sets the service and extra tags of the spans that ``client`` causes.
 
-    Works on ``Client``, ``PooledClient``, ``HashClient`` and ``RetryingClient``, and
-    on every supported ddtrace version. Calling it again keeps what it does not
+    Works on every client object of every traced library (pools and hash rings
+    included), and on every supported ddtrace version. Calling it again keeps what it does not
     change: tags are merged, and ``service=None`` keeps the current service.
     """
     current = _attr(client, OVERRIDE_ATTR) or _NO_SCOPE
@@ -89,26 +93,45 @@ def _set_pin(client: Any, pin: Any) -> None:
 
 
 PIN_ACCESSORS = {"__getddpin__": _get_pin, "__setddpin__": _set_pin}
-"""Pin.get_from()/onto() use these when present; RetryingClient gets them while patched."""
+"""Pin.get_from()/onto() use these when present: for classes whose ``__getattr__``
+answers every name (pymemcache's ``RetryingClient``), while patched."""
+
+
+def add_pin_accessors(cls: type) -> None:
+    for name, accessor in PIN_ACCESSORS.items():
+        if name not in vars(cls):
+            setattr(cls, name, accessor)
+
+
+def remove_pin_accessors(cls: type) -> None:
+    for name, accessor in PIN_ACCESSORS.items():
+        if vars(cls).get(name) is accessor:
+            delattr(cls, name)
 
 
 def for_span(client: Any) -> Scope:
-    """The scope of a span that ``client`` (a ``Client``) is about to create.
+    """The scope of a span (or a call) that ``client`` is about to make.
 
-    The most specific setting wins: the client's own over its wrappers', inner
-    wrappers over outer ones.
+    The most specific setting wins: the client's own over its outer clients', inner
+    outer clients over outer ones.
     """
     return _own(client, _scope.get())
 
 
-def within(wrapped, instance, args, kwargs):
-    """wrapt wrapper for wrapper clients' methods: their override covers the call."""
-    outer = _scope.get()
+def run_within(scope: Scope, func: Callable, args: tuple, kwargs: dict) -> Any:
+    """Calls ``func`` with ``scope`` in force for the spans it causes."""
+    token = _scope.set(scope)
     try:
-        scope = _own(instance, outer)
-    except Exception:
-        log.debug("could not read the overrides of %r", type(instance), exc_info=True)
-        scope = outer
+        return func(*args, **kwargs)
+    finally:
+        _scope.reset(token)
+
+
+@wrapping.ours
+def within(wrapped, instance, args, kwargs):
+    """wrapt wrapper for outer clients' methods: their override covers the call."""
+    outer = _scope.get()
+    scope = _scope_of(instance, outer)
     if scope is outer:
         return wrapped(*args, **kwargs)
     token = _scope.set(scope)
@@ -118,25 +141,27 @@ def within(wrapped, instance, args, kwargs):
         _scope.reset(token)
 
 
-def within_retry(wrapped, instance, args, kwargs):
-    """wrapt wrapper for ``RetryingClient._retry``: numbers each attempt, from 1."""
-    if len(args) < 2:
-        return wrapped(*args, **kwargs)
+def _scope_of(instance: Any, outer: Scope) -> Scope:
     try:
-        scope = _own(instance, _scope.get())
+        return _own(instance, outer)
     except Exception:
         log.debug("could not read the overrides of %r", type(instance), exc_info=True)
-        return wrapped(*args, **kwargs)
-    name, func, rest = args[0], args[1], args[2:]
-    attempts = 0
+        return outer
 
-    def attempt(*a, **kw):
-        nonlocal attempts
-        attempts += 1
-        token = _scope.set(scope._replace(attempt=attempts))
-        try:
-            return func(*a, **kw)
-        finally:
-            _scope.reset(token)
 
-    return wrapped(name, attempt, *rest, **kwargs)
+@wrapping.ours
+def within_async(wrapped, instance, args, kwargs):
+    """:func:`within` for coroutine methods: the scope covers the awaited work."""
+    return _within_coroutine(wrapped, instance, args, kwargs)
+
+
+async def _within_coroutine(wrapped, instance, args, kwargs):
+    outer = _scope.get()
+    scope = _scope_of(instance, outer)
+    if scope is outer:
+        return await wrapped(*args, **kwargs)
+    token = _scope.set(scope)
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        _scope.reset(token)

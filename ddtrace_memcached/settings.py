@@ -39,5 +39,10 @@ def integration_config():
     return found if found is not None else getattr(config, INTEGRATION)
 
 
+def clients() -> tuple:
+    """The clients the integration covers (``DD_TRACE_MEMCACHED_CLIENTS``, all by default)."""
+    return _ddtrace_memcached_hook.covered_clients()
+
+
 def operation_name() -> str:
     return schematize_cache_operation("memcached.command", cache_provider="memcached")

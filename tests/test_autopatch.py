@@ -5,7 +5,6 @@ kept ddtrace's built-in ``pymemcache`` one quiet) before pytest imported anythin
 Run with ``ddtrace-run pytest -m ddtrace_run`` (riot's ``ddtrace-run`` suite).
 """
 
-import importlib
 import sys
 
 import pymemcache
@@ -15,8 +14,8 @@ from pymemcache.client.hash import HashClient
 import pytest
 import wrapt
 
-# The package's ``patch`` attribute is the function; the module is needed here.
-dm_patch = importlib.import_module("ddtrace_memcached.patch")
+from ddtrace_memcached import wrapping
+from ddtrace_memcached.clients import pymemcache as dm_pymemcache
 
 UNDER_DDTRACE_RUN = "ddtrace/bootstrap" in getattr(sys.modules.get("sitecustomize"), "__file__", "").replace("\\", "/")
 
@@ -27,10 +26,10 @@ pytestmark = [
 
 
 def test_client_methods_carry_our_wrapper():
-    for command in dm_patch.COMMANDS:
+    for command in dm_pymemcache.COMMANDS:
         attribute = vars(Client)[command.method]
         assert isinstance(attribute, wrapt.FunctionWrapper), command.method
-        assert dm_patch._is_ours(attribute), command.method
+        assert wrapping.is_ours(attribute), command.method
 
 
 def test_builtin_proxies_are_not_installed():

@@ -1,7 +1,7 @@
 """One span per memcached command: names, resources, tags, row counts, keys, client types.
 
 Every test talks to real memcached processes (see ``conftest.py``); nothing is mocked.
-Version-gated pymemcache features are gated on ``ddtrace_memcached.patch.PYMEMCACHE_VERSION``.
+Version-gated pymemcache features are gated on ``ddtrace_memcached.clients.pymemcache.VERSION``.
 """
 
 import os
@@ -23,8 +23,9 @@ import pytest
 
 import ddtrace_memcached
 from ddtrace_memcached import commands
-from ddtrace_memcached.patch import COMMANDS as PATCHED_COMMANDS
-from ddtrace_memcached.patch import PYMEMCACHE_VERSION
+from ddtrace_memcached.clients.pymemcache import ALL_COMMANDS
+from ddtrace_memcached.clients.pymemcache import COMMANDS as PATCHED_COMMANDS
+from ddtrace_memcached.clients.pymemcache import VERSION as PYMEMCACHE_VERSION
 from servers import MemcachedProcess
 from servers import free_port
 from servers import wait_until_serving
@@ -226,22 +227,22 @@ RECIPES = {
 
 def test_every_command_of_the_table_has_a_recipe():
     """The table-driven test below covers every command of ``COMMANDS`` (none forgotten)."""
-    assert {c.method for c in commands.COMMANDS} == set(RECIPES)
+    assert {c.method for c in ALL_COMMANDS} == set(RECIPES)
 
 
 def test_table_matches_the_installed_pymemcache():
     """``commands_for`` keeps exactly the table's commands that this pymemcache's Client has."""
-    available = {c.method for c in commands.COMMANDS if hasattr(Client, c.method)}
+    available = {c.method for c in ALL_COMMANDS if hasattr(Client, c.method)}
     assert {c.method for c in PATCHED_COMMANDS} == available
 
 
 def test_aliases_are_normalized_in_the_table():
     """Each alias maps to its canonical resource, every other command to its own name."""
-    for command in commands.COMMANDS:
+    for command in ALL_COMMANDS:
         assert command.resource == ALIASES.get(command.method, command.method)
 
 
-@pytest.mark.parametrize("command", commands.COMMANDS, ids=lambda c: c.method)
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=lambda c: c.method)
 def test_each_command_is_one_span(command, memcached, throwaway_memcached, spans, patched):
     """One realistic call of each command = exactly one ``memcached.command`` span, with the
     normalized resource and the server tags; the call's result is the usual one."""
@@ -889,7 +890,7 @@ def test_server_tags_cache_is_bounded(tmp_path, spans, patched):
     """out.host is computed once per server and cached: a process that sees thousands of
     servers (here unix sockets that do not exist) keeps the cache bounded, and each span
     still names its own server."""
-    from ddtrace_memcached.patch import _HOST_TAGS
+    from ddtrace_memcached.core import _HOST_TAGS
 
     paths = [str(tmp_path / ("missing-%d.sock" % i)) for i in range(3000)]
     for path in paths:

@@ -27,7 +27,7 @@ import pytest
 from conftest import ddtrace_run
 from conftest import run_python
 import ddtrace_memcached
-from ddtrace_memcached.patch import HAS_RETRYING_CLIENT
+from ddtrace_memcached.clients.pymemcache import HAS_RETRYING_CLIENT
 
 if HAS_RETRYING_CLIENT:
     from pymemcache.client.retrying import RetryingClient

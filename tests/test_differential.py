@@ -43,7 +43,7 @@ from reliability import patch_state_kept
 
 import ddtrace_memcached
 from ddtrace_memcached import commands
-from ddtrace_memcached.patch import COMMANDS
+from ddtrace_memcached.clients.pymemcache import COMMANDS
 from servers import MemcachedProcess
 
 CI_EXAMPLES = 200

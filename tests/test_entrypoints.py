@@ -86,11 +86,13 @@ def test_safe_instrumentation_accepts_the_supported_pymemcache(memcached):
 def test_version_helpers():
     import pymemcache
 
+    from ddtrace_memcached.clients import pymemcache as client_module
+
     patch_module = importlib.import_module("ddtrace_memcached.patch")  # the package's patch is the function
 
-    assert patch_module.get_version() == pymemcache.__version__
-    assert patch_module._supported_versions() == {"pymemcache": ">=3.4"}
-    assert patch_module.PYMEMCACHE_VERSION == tuple(int(p) for p in pymemcache.__version__.split(".")[:3])
+    assert patch_module.get_versions()["pymemcache"] == pymemcache.__version__
+    assert patch_module._supported_versions()["pymemcache"] == ">=3.4"
+    assert client_module.VERSION == tuple(int(p) for p in pymemcache.__version__.split(".")[:3])
 
 
 def test_import_ddtrace_auto_traces_every_command(memcached):

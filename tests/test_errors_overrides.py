@@ -12,7 +12,6 @@ Everything runs against real memcached servers. The only fake servers are plain
 sockets for faults a memcached cannot produce on demand (reset, early close).
 """
 
-import importlib
 import logging
 import os
 import pickle
@@ -41,13 +40,10 @@ import wrapt
 
 import ddtrace_memcached
 from ddtrace_memcached import commands as dm_commands
+from ddtrace_memcached import core as dm_core
 from ddtrace_memcached import overrides as dm_overrides
 from ddtrace_memcached import settings as dm_settings
-from ddtrace_memcached.patch import HAS_RETRYING_CLIENT
-
-# The package's ``patch`` attribute is the function; the module is needed here.
-dm_patch = importlib.import_module("ddtrace_memcached.patch")
-
+from ddtrace_memcached.clients.pymemcache import HAS_RETRYING_CLIENT
 
 if int(ddtrace.__version__.split(".")[0]) >= 4:
     from ddtrace._trace.pin import Pin
@@ -490,7 +486,7 @@ ALL_KINDS = ["client", "pooled", "hash"] + (["retrying_client"] if HAS_RETRYING_
 
 # What is broken: object, attribute, needs command_enabled, the calls that run it, client kinds.
 HELPER_FAULTS = {
-    "patch._start_span": (dm_patch, "_start_span", False, ALL_CALLS, BASIC_KINDS),
+    "core._start_span": (dm_core, "_start_span", False, ALL_CALLS, BASIC_KINDS),
     "tracer.trace": (tracer, "trace", False, ALL_CALLS, BASIC_KINDS),
     "settings.integration_config": (dm_settings, "integration_config", False, ALL_CALLS, BASIC_KINDS),
     "commands.query": (dm_commands, "query", True, ALL_CALLS, BASIC_KINDS),
@@ -548,7 +544,7 @@ def test_broken_helper_never_reaches_app(
 def test_broken_helper_keeps_app_exception(memcached, spans, patched, debug_log, monkeypatch):
     """When the integration fails and the command fails too, the app gets the command's
     exception, not the integration's."""
-    monkeypatch.setattr(dm_patch, "_start_span", _explode)
+    monkeypatch.setattr(dm_core, "_start_span", _explode)
     client = Client(memcached)
     with pytest.raises(MemcacheIllegalInputError):
         client.get("bad key")

@@ -40,7 +40,7 @@ from reliability import outcome_of
 from reliability import patch_state_kept
 
 import ddtrace_memcached
-from ddtrace_memcached.patch import HAS_RETRYING_CLIENT
+from ddtrace_memcached.clients.pymemcache import HAS_RETRYING_CLIENT
 from servers import MemcachedProcess
 
 if HAS_RETRYING_CLIENT:

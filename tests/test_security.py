@@ -24,9 +24,10 @@ from conftest import ddtrace_run
 from conftest import run_python
 import ddtrace_memcached
 from ddtrace_memcached import commands
-from ddtrace_memcached.patch import COMMANDS
-from ddtrace_memcached.patch import HAS_RETRYING_CLIENT
-from ddtrace_memcached.patch import PYMEMCACHE_VERSION
+from ddtrace_memcached.clients.pymemcache import ALL_COMMANDS
+from ddtrace_memcached.clients.pymemcache import COMMANDS
+from ddtrace_memcached.clients.pymemcache import HAS_RETRYING_CLIENT
+from ddtrace_memcached.clients.pymemcache import VERSION as PYMEMCACHE_VERSION
 
 if HAS_RETRYING_CLIENT:
     from pymemcache.client.retrying import RetryingClient
@@ -106,7 +107,7 @@ KEYLESS = {"stats", "version", "cache_memlimit", "shutdown", "flush_all", "quit"
 
 
 def test_every_command_has_a_recipe():
-    assert {c.method for c in commands.COMMANDS} == set(RECIPES)
+    assert {c.method for c in ALL_COMMANDS} == set(RECIPES)
 
 
 KINDS = ["client", "pooled", "hash"] + (["retrying"] if HAS_RETRYING_CLIENT else [])

@@ -16,9 +16,9 @@ from conftest import SNAPSHOT_PORTS
 from conftest import SNAPSHOT_SILENT_PORT
 from conftest import SNAPSHOT_SOCKET
 from conftest import Snapshot
-from ddtrace_memcached import commands
-from ddtrace_memcached.patch import HAS_RETRYING_CLIENT
-from ddtrace_memcached.patch import PYMEMCACHE_VERSION
+from ddtrace_memcached.clients.pymemcache import ALL_COMMANDS
+from ddtrace_memcached.clients.pymemcache import HAS_RETRYING_CLIENT
+from ddtrace_memcached.clients.pymemcache import VERSION as PYMEMCACHE_VERSION
 
 # The app's first lines: the servers, and the client classes.
 PRELUDE = """
@@ -84,12 +84,12 @@ COMMAND_APPS = {
 
 
 def test_every_command_has_an_app():
-    assert set(COMMAND_APPS) == {command.method for command in commands.COMMANDS}
+    assert set(COMMAND_APPS) == {command.method for command in ALL_COMMANDS}
 
 
 @pytest.mark.parametrize("method", sorted(COMMAND_APPS))
 def test_command(snapshot, method):
-    since = next(command.since for command in commands.COMMANDS if command.method == method)
+    since = next(command.since for command in ALL_COMMANDS if command.method == method)
     if PYMEMCACHE_VERSION < since:
         pytest.skip("%s needs pymemcache >= %s" % (method, ".".join(map(str, since))))
     snapshot.run(COMMAND_APPS[method], prelude=PRELUDE)

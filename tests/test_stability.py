@@ -126,8 +126,8 @@ import wrapt
 from pymemcache.client.base import PooledClient
 from pymemcache.client.hash import HashClient
 
-from ddtrace_memcached.patch import COMMANDS
-from ddtrace_memcached.patch import HAS_RETRYING_CLIENT
+from ddtrace_memcached.clients.pymemcache import COMMANDS
+from ddtrace_memcached.clients.pymemcache import HAS_RETRYING_CLIENT
 
 targets = [(cls, c.method) for cls in (Client, PooledClient, HashClient) for c in COMMANDS if c.method in vars(cls)]
 if HAS_RETRYING_CLIENT:

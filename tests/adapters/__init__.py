@@ -1,0 +1,107 @@
+"""Adapters: what the contract suite (``tests/test_contract.py``) needs to know of a client.
+
+A client passes the whole contract by adding one module here that defines a subclass of
+:class:`Adapter` named ``ADAPTER``, and its name to :data:`CLIENTS`. The adapter speaks
+in a few generic operations (``set``, ``get``, ``get_many``, ``delete``, ``incr``) with
+``str`` keys and ``bytes`` values; it converts to what its client takes. Async clients
+run each operation to completion on the adapter's own event loop, so the contract stays
+synchronous.
+"""
+
+import importlib
+import socket
+from typing import Any
+from typing import Dict
+from typing import List
+from typing import Optional
+
+CLIENTS = ["pymemcache", "pylibmc", "memcache", "bmemcached", "meta_memcache", "aiomcache", "emcache"]
+"""The clients with an adapter, in ``tests/adapters/<client>.py``."""
+
+Address = Any  # ("127.0.0.1", port) or a unix socket path
+
+
+class Adapter:
+    client = ""  # the client's name in DD_TRACE_MEMCACHED_CLIENTS, and its module
+    client_class: type = object  # what make() builds (isinstance is checked)
+    multi_server = True  # make() accepts several servers and routes each key to one
+    unix_socket = True  # make() accepts a unix socket path
+    # The resource of each generic operation's span.
+    resources: Dict[str, str] = {"set": "set", "get": "get", "get_many": "get_many", "delete": "delete", "incr": "incr"}
+    # Operations that a dead server makes raise (the others return a value, e.g. a miss):
+    # their spans must be errors all the same (see ``Adapter.dead_server_error``).
+    dead_server_raises = ("set", "get", "get_many", "delete", "incr")
+    # Values the client stores and gives back as they are, falsy ones included.
+    values = (b"v", b"", b"0")
+    # A key the client refuses before sending anything, and the exception type it raises.
+    bad_key: Optional[str] = "bad key"
+    bad_key_error: Optional[type] = None
+
+    def __init__(self):
+        self.module = importlib.import_module(self.client)
+
+    # --- clients -------------------------------------------------------------------
+    def make(self, servers: List[Address], **options) -> Any:
+        """A client of ``servers`` (several only when ``multi_server``)."""
+        raise NotImplementedError
+
+    def make_subclass(self, servers: List[Address]) -> Any:
+        """A client of a subclass of the client class, defined by the app."""
+        raise NotImplementedError
+
+    def close(self, client: Any) -> None:
+        pass
+
+    def wire_key(self, key: str) -> bytes:
+        """The key as the client sends it to the server."""
+        return key.encode()
+
+    # --- the generic operations -----------------------------------------------------
+    def set(self, client, key: str, value: bytes) -> Any:
+        raise NotImplementedError
+
+    def get(self, client, key: str) -> Any:
+        """The value, or None on a miss."""
+        raise NotImplementedError
+
+    def get_many(self, client, keys: List[str]) -> Dict[str, bytes]:
+        raise NotImplementedError
+
+    def delete(self, client, key: str) -> Any:
+        raise NotImplementedError
+
+    def incr(self, client, key: str, delta: int) -> Any:
+        raise NotImplementedError
+
+    def call(self, op: str, client, *args) -> Any:
+        return getattr(self, op)(client, *args)
+
+    def outcome(self, op: str, client, *args):
+        """``("ok", result)`` or ``("raised", type name, message)``: what the app sees."""
+        try:
+            return ("ok", self.call(op, client, *args))
+        except Exception as exc:
+            return ("raised", type(exc).__name__, str(exc))
+
+
+def load(client: str) -> Adapter:
+    """The client's adapter; ImportError when the client (or its adapter) is not installed."""
+    return importlib.import_module("adapters.%s" % client).ADAPTER()
+
+
+def holder(servers: List[Address], wire_key: bytes) -> Address:
+    """The one server of ``servers`` that holds ``wire_key``, asked directly over the wire."""
+    found = []
+    for address in servers:
+        family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+        with socket.socket(family) as s:
+            s.settimeout(5)
+            s.connect(address)
+            s.sendall(b"mg " + wire_key + b"\r\n")
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                reply += s.recv(4096)
+            if reply.startswith(b"HD") or reply.startswith(b"VA"):
+                found.append(address)
+    assert len(found) == 1, "%r is on %d servers" % (wire_key, len(found))
+    return found[0]
