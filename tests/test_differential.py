@@ -34,16 +34,16 @@ from pymemcache.client.base import Client
 from pymemcache.client.base import PooledClient
 from pymemcache.serde import pickle_serde
 import pytest
+
+import ddtrace_memcached
+from ddtrace_memcached import commands
+from ddtrace_memcached.clients.pymemcache import COMMANDS
 from reliability import CountingSockets
 from reliability import ServerSocket
 from reliability import assert_active
 from reliability import assert_span_of
 from reliability import outcome_of
 from reliability import patch_state_kept
-
-import ddtrace_memcached
-from ddtrace_memcached import commands
-from ddtrace_memcached.clients.pymemcache import COMMANDS
 from servers import MemcachedProcess
 
 CI_EXAMPLES = 200

@@ -35,7 +35,6 @@ from pymemcache.exceptions import MemcacheServerError
 from pymemcache.exceptions import MemcacheUnexpectedCloseError
 from pymemcache.serde import pickle_serde
 import pytest
-from reliability import FaultServer
 import wrapt
 
 import ddtrace_memcached
@@ -44,6 +43,7 @@ from ddtrace_memcached import core as dm_core
 from ddtrace_memcached import overrides as dm_overrides
 from ddtrace_memcached import settings as dm_settings
 from ddtrace_memcached.clients.pymemcache import HAS_RETRYING_CLIENT
+from reliability import FaultServer
 
 if int(ddtrace.__version__.split(".")[0]) >= 4:
     from ddtrace._trace.pin import Pin

@@ -30,6 +30,9 @@ from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheIllegalInputError
 from pymemcache.exceptions import MemcacheUnexpectedCloseError
 import pytest
+
+import ddtrace_memcached
+from ddtrace_memcached.clients.pymemcache import HAS_RETRYING_CLIENT
 from reliability import CountingSockets
 from reliability import FaultServer
 from reliability import ServerSocket
@@ -38,9 +41,6 @@ from reliability import assert_span_of
 from reliability import error_type
 from reliability import outcome_of
 from reliability import patch_state_kept
-
-import ddtrace_memcached
-from ddtrace_memcached.clients.pymemcache import HAS_RETRYING_CLIENT
 from servers import MemcachedProcess
 
 if HAS_RETRYING_CLIENT:
