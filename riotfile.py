@@ -25,7 +25,10 @@ from riot import Venv
 from riot import latest
 
 PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
-PYMEMCACHE = ["~=3.4.4", "~=3.5.0", latest]
+# pymemcache has had no release in two years (4.0.0, 2022-10): the policy tests the
+# latest; 3.4.4 on the oldest Python keeps the version gates (RetryingClient and shutdown
+# from 3.5, raw_command from 4.0) tested from below.
+PYMEMCACHE_OLDEST = "~=3.4.4"
 DDTRACE_OLDER = ["~=3.19.0", "~=4.0.0"]
 # The snapshots hold ddtrace's own tags, so they are compared with the release they
 # were recorded with.
@@ -39,18 +42,47 @@ QUIET = {
 
 # Tests that run in a suite of their own only.
 OWN_SUITE_MARKERS = ["snapshot", "ddtrace_run", "wheel", "benchmark", "stress"]
+NOT_OWN_SUITES = " and ".join("not " + m for m in OWN_SUITE_MARKERS)
+
+
+def client_suite(client: str, tests: str, versions: list) -> Venv:
+    """The contract and the client's own tests, with only that client installed.
+
+    ``versions``: ``(python, {package: version})`` pairs, chosen by the support policy.
+    """
+    command = "python -m pytest -m '%s' -k '%s' tests/test_contract.py %s {cmdargs}" % (NOT_OWN_SUITES, client, tests)
+    return Venv(
+        name=client,
+        command=command,
+        venvs=[Venv(pys=[python], pkgs={"ddtrace": latest, **pkgs}) for python, pkgs in versions],
+    )
+
+
+# Every client, at its latest release, for the snapshot suite.
+ALL_CLIENTS = {
+    "pymemcache": latest,
+    "pylibmc": latest,
+}
 
 venv = Venv(
-    pkgs={"pytest": latest, "hypothesis": latest, "gevent": latest},
+    pkgs={"pytest": latest, "hypothesis": latest, "gevent": latest, "pytest-asyncio": "~=1.2"},
     env=QUIET,
     venvs=[
         Venv(
             name="tests",
-            command="python -m pytest -m '%s' {cmdargs}" % " and ".join("not " + m for m in OWN_SUITE_MARKERS),
+            command="python -m pytest -m '%s' {cmdargs}" % NOT_OWN_SUITES,
             venvs=[
-                Venv(pys=PYTHONS, pkgs={"pymemcache": PYMEMCACHE, "ddtrace": latest}),
+                Venv(pys=PYTHONS, pkgs={"pymemcache": latest, "ddtrace": latest}),
+                Venv(pys=[PYTHONS[0]], pkgs={"pymemcache": PYMEMCACHE_OLDEST, "ddtrace": latest}),
                 Venv(pys=[PYTHONS[0], PYTHONS[-1]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER}),
             ],
+        ),
+        # pylibmc: no release in two years (1.6.3): the latest. PyPI has wheels up to
+        # Python 3.11; 3.13 builds it from source against libmemcached-dev (scripts/bootstrap).
+        client_suite(
+            "pylibmc",
+            "tests/test_pylibmc*.py",
+            [("3.9", {"pylibmc": latest, "django": "~=4.2.0"}), ("3.13", {"pylibmc": latest, "django": latest})],
         ),
         Venv(
             name="ddtrace-run",
@@ -63,7 +95,10 @@ venv = Venv(
             command="python -m pytest -m snapshot {cmdargs}",
             # Python 3.9 names a timeout socket.timeout, not TimeoutError, in error.type.
             pys=["3.12"],
-            pkgs={"pymemcache": PYMEMCACHE, "ddtrace": DDTRACE_SNAPSHOTS},
+            venvs=[
+                Venv(pkgs={**ALL_CLIENTS, "ddtrace": DDTRACE_SNAPSHOTS}),
+                Venv(pkgs={"pymemcache": PYMEMCACHE_OLDEST, "ddtrace": DDTRACE_SNAPSHOTS}),
+            ],
         ),
         Venv(
             name="wheel",

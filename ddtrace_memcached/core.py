@@ -56,6 +56,10 @@ class Library:
         """``(error.type, error.message)`` when ``result`` is a failure the client swallowed."""
         return None
 
+    def query(self, instance: Any, command: Command, args: tuple, kwargs: dict) -> str:
+        """``memcached.query`` (only when key capture is on): the command and its keys."""
+        return commands.query(command, args, kwargs, self.key_prefix(instance))
+
     def quotes_key(self, exc: BaseException) -> bool:
         """Whether the message of ``exc`` quotes the key it refused (see :func:`_record_error`)."""
         return False
@@ -133,7 +137,7 @@ def _start_span(library: Library, command: Command, instance: Any, args: tuple, 
         if scope.attempt is not None:
             span.set_metric("memcached.retry.attempt", scope.attempt)
         if int_config["command_enabled"]:
-            span.set_tag("memcached.query", commands.query(command, args, kwargs, library.key_prefix(instance)))
+            span.set_tag("memcached.query", library.query(instance, command, args, kwargs))
         if scope.tags:
             span.set_tags(scope.tags)
     except Exception:

@@ -30,11 +30,24 @@ def _client_module(client: str) -> ModuleType:
 
 def get_versions() -> Dict[str, str]:
     """The versions of the clients the app has imported (ddtrace's version check, telemetry)."""
-    return {client: _client_module(client).get_version() for client in settings.clients() if client in sys.modules}
+    return _of_imported_clients(lambda module: module.get_version())
 
 
 def _supported_versions() -> Dict[str, str]:
-    return {client: _client_module(client).SUPPORTED for client in settings.clients() if client in sys.modules}
+    return _of_imported_clients(lambda module: module.SUPPORTED)
+
+
+def _of_imported_clients(read) -> Dict[str, str]:
+    """``read(module)`` of each covered client the app has imported. Never raises: ddtrace
+    calls these outside its own guard, inside the app's ``import``."""
+    found = {}
+    for client in settings.clients():
+        if client in sys.modules:
+            try:
+                found[client] = read(_client_module(client))
+            except Exception:
+                log.debug("no version for %s", client, exc_info=True)
+    return found
 
 
 def patch() -> None:

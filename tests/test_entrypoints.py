@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+import _ddtrace_memcached_hook
 from conftest import app
 from conftest import ddtrace_run
 from conftest import run_python
@@ -249,6 +250,65 @@ def test_coexistence_ours_first_then_builtin(memcached, imported_first):
     blocks = [SAVE_REAL_CLASSES, body] if imported_first else [body, SAVE_REAL_CLASSES]
     blocks += [REAL_CLASSES, MIXED_COMMANDS]
     assert_ours(spans_of(run_python(app(blocks, memcached))), *MIXED_RESOURCES)
+
+
+# --- 4b. several clients: each on its own import, and DD_TRACE_MEMCACHED_CLIENTS -------
+
+CLIENT_MODULES = sorted(_ddtrace_memcached_hook.CLIENTS)
+
+
+@pytest.mark.parametrize("client", CLIENT_MODULES)
+def test_importing_a_client_imports_no_other(client):
+    """Under ddtrace-run, importing one client patches it and imports no other client."""
+    if importlib.util.find_spec(client) is None:
+        pytest.skip("%s is not installed" % client)
+    body = """
+    import sys
+
+    import %s
+
+    others = sorted(m for m in %r if m in sys.modules)
+    assert others == [], others
+    assert "ddtrace_memcached.clients.%s" in sys.modules
+    assert [m for m in sys.modules if m.startswith("ddtrace_memcached.clients.")] == ["ddtrace_memcached.clients.%s"]
+    """ % (client, [m for m in CLIENT_MODULES if m != client], client, client)
+    spans_of(run_python(app(body, ("127.0.0.1", 1)), argv_prefix=ddtrace_run()))
+
+
+def test_a_client_left_out_stays_with_the_builtin(memcached):
+    """``DD_TRACE_MEMCACHED_CLIENTS`` without pymemcache: ddtrace's built-in traces it."""
+    env = {"DD_TRACE_MEMCACHED_CLIENTS": "pylibmc"}
+    spans = spans_of(run_python(app(CLIENT_COMMANDS, memcached), env=env, argv_prefix=ddtrace_run()))
+    assert commands(spans) == builtins(*CLIENT_RESOURCES)
+
+
+@pytest.mark.parametrize("value", ["pymemcache", " PyMemcache , pylibmc", "all", "nosuchclient,pymemcache"])
+def test_clients_setting_that_covers_pymemcache(memcached, value):
+    """Names are case-insensitive, separated by commas or spaces; unknown names are ignored."""
+    env = {"DD_TRACE_MEMCACHED_CLIENTS": value}
+    assert_ours(
+        spans_of(run_python(app(CLIENT_COMMANDS, memcached), env=env, argv_prefix=ddtrace_run())), *CLIENT_RESOURCES
+    )
+
+
+def test_covered_clients_parsing(monkeypatch):
+    monkeypatch.setenv("DD_TRACE_MEMCACHED_CLIENTS", "pylibmc emcache,,PYMEMCACHE")
+    assert _ddtrace_memcached_hook.covered_clients() == ("pymemcache", "pylibmc", "emcache")
+    monkeypatch.setenv("DD_TRACE_MEMCACHED_CLIENTS", "")
+    assert _ddtrace_memcached_hook.covered_clients() == tuple(_ddtrace_memcached_hook.CLIENTS)
+
+
+def test_direct_patch_traces_a_client_imported_later(memcached):
+    """``ddtrace_memcached.patch()`` before pymemcache is imported: patched when it is."""
+    body = """
+    import sys
+
+    import ddtrace_memcached
+
+    ddtrace_memcached.patch()
+    assert "pymemcache" not in sys.modules
+    """
+    assert_ours(spans_of(run_python(app([body, CLIENT_COMMANDS], memcached))), *CLIENT_RESOURCES)
 
 
 # --- 5. patch / unpatch --------------------------------------------------------------

@@ -1,0 +1,96 @@
+"""aiomcache: one span per awaited command of a ``Client`` (one server each).
+
+Every command coroutine of ``aiomcache.client.FlagClient`` (``Client`` on 0.7, which
+has no ``FlagClient``) is wrapped at class level with :func:`core.trace_async`, so
+``aiomcache.Client``, ``FlagClient``, subclasses and clients created before patching
+are traced, and the methods stay coroutine functions. The span starts when the command
+is awaited and covers waiting for a pooled connection, any connect, and the round trip.
+aiocache's ``MemcachedCache`` calls these methods, so it is traced as well.
+"""
+
+from functools import partial
+from typing import Iterator
+
+import aiomcache
+import aiomcache.client
+
+from .. import core
+from .. import wrapping
+from ..commands import Keys
+from ..commands import Read
+from ..commands import command
+from ..commands import parse_version
+
+SUPPORTED = ">=0.8.0"
+
+COMMANDS = (
+    # storage
+    command("set", Keys.ONE),
+    command("add", Keys.ONE),
+    command("replace", Keys.ONE),
+    command("append", Keys.ONE),
+    command("prepend", Keys.ONE),
+    command("cas", Keys.ONE),
+    # retrieval
+    command("get", Keys.ONE, Read.ONE),
+    command("gets", Keys.ONE, Read.ONE_WITH_CAS),
+    command("multi_get", Keys.ARGS, Read.MANY, resource="get_many"),
+    # deletion, arithmetic, touch
+    command("delete", Keys.ONE),
+    command("incr", Keys.ONE),
+    command("decr", Keys.ONE),
+    command("touch", Keys.ONE),
+    # server
+    command("stats", Keys.ARGS),
+    command("version"),
+    command("flush_all"),
+)
+"""Every command coroutine of ``FlagClient`` (``close`` sends nothing)."""
+
+
+def get_version() -> str:
+    return getattr(aiomcache, "__version__", "")
+
+
+VERSION = parse_version(get_version())
+# 0.8 moved the commands to FlagClient, Client's generic base. Wrapping Client there
+# would add the methods to Client only, and leave FlagClient instances untraced.
+COMMAND_CLASS = getattr(aiomcache.client, "FlagClient", aiomcache.client.Client)
+
+
+class Aiomcache(core.Library):
+    name = "aiomcache"
+
+    def server(self, instance, command, args, kwargs):
+        pool = instance._pool
+        # Released versions keep _host/_port; the main branch (unix sockets, unreleased)
+        # renames _host to _target, a host or a socket path, and sets _unix.
+        target = getattr(pool, "_host", None) or getattr(pool, "_target", None)
+        if target is None:
+            return None
+        if getattr(pool, "_unix", False):
+            return target
+        return (target, pool._port)
+
+    def found(self, command, result):
+        # multi_get: a tuple in key order, None where a key was missed (b"" is a hit).
+        if isinstance(result, tuple):
+            return sum(1 for value in result if value is not None)
+        return None
+
+
+LIBRARY = Aiomcache()
+
+
+def targets() -> Iterator[wrapping.Target]:
+    """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
+    for cmd in COMMANDS:
+        yield COMMAND_CLASS, cmd.method, partial(core.trace_async, LIBRARY, cmd)
+
+
+def patch() -> None:
+    wrapping.wrap_all(targets())
+
+
+def unpatch() -> None:
+    wrapping.unwrap_all(targets())
