@@ -29,14 +29,78 @@ ROOT_SPAN = "web.request"
 OPERATION = "memcached.command"
 VALUE = b"v" * 100
 
-WORKLOADS = {
+# The pymemcache workloads, and the scaling series: keys per get_many, servers in a
+# HashClient (the same 100 keys), threads sharing one PooledClient.
+PYMEMCACHE_WORKLOADS = {
     # name: (what, commands per trace (about 50 spans), spans per command when traced)
     "get": ("get (hit)", 50, 1),
     "get_many_10": ("get_many, 10 keys", 50, 1),
     "get_many_100": ("get_many, 100 keys", 50, 1),
+    "get_many_1000": ("get_many, 1000 keys", 50, 1),
     "set": ("set (noreply)", 50, 1),
+    "hash1_get_many_100": ("HashClient get_many, 100 keys on 1 server", 50, 1),
     "hash_get_many_100": ("HashClient get_many, 100 keys on 3 servers", 16, 3),
+    "hash10_get_many_100": ("HashClient get_many, 100 keys on 10 servers", 5, 10),
+    "pooled_1": ("PooledClient get, 1 thread", 50, 1),
+    "pooled_8": ("PooledClient get, 8 threads", 50, 1),
+    "pooled_32": ("PooledClient get, 32 threads", 50, 1),
 }
+THREADS = {"pooled_1": 1, "pooled_8": 8, "pooled_32": 32}
+HASH_SERVERS = {"hash1_get_many_100": 1, "hash_get_many_100": 3, "hash10_get_many_100": 10}
+SERVERS = 1 + max(HASH_SERVERS.values())  # one for Client, the rest for the HashClients
+
+SERIES = {
+    # name: (unit, [(x, workload)]): what the cost per command must stay flat in
+    "keys": ("key", [(10, "get_many_10"), (100, "get_many_100"), (1000, "get_many_1000")]),
+    "servers": ("server", [(1, "hash1_get_many_100"), (3, "hash_get_many_100"), (10, "hash10_get_many_100")]),
+    "threads": ("thread", [(1, "pooled_1"), (8, "pooled_8"), (32, "pooled_32")]),
+}
+
+# The other clients the package traces: get and set through their test adapter
+# (tests/adapters), on the first server. Async clients run each command to completion
+# on the adapter's event loop, as their contract tests do.
+OTHER_CLIENTS = ("pylibmc", "memcache", "bmemcached", "meta_memcache", "aiomcache", "emcache")
+CLIENT_OF = {name: "pymemcache" for name in PYMEMCACHE_WORKLOADS}
+
+
+def _available(client: str) -> bool:
+    """Installed, and traced by this package (its module exists)."""
+    import importlib.util
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    module = os.path.join(here, "ddtrace_memcached", "clients", client + ".py")
+    return os.path.exists(module) and importlib.util.find_spec(client) is not None
+
+
+WORKLOADS = dict(PYMEMCACHE_WORKLOADS)
+for _client in OTHER_CLIENTS:
+    if _available(_client):
+        WORKLOADS[_client + "_get"] = ("%s get (hit)" % _client, 50, 1)
+        WORKLOADS[_client + "_set"] = ("%s set" % _client, 50, 1)
+        CLIENT_OF[_client + "_get"] = CLIENT_OF[_client + "_set"] = _client
+
+# Which clients' commands each variant traces (the others make no span in it).
+COVERS = {
+    "untraced": (),
+    "builtin": ("pymemcache", "pylibmc"),  # ddtrace's two built-in memcached integrations
+    "otel": ("pymemcache",),
+}
+NOT_COVERED = {
+    # ddtrace's built-in integration replaces pymemcache's Client class in its module;
+    # PooledClient keeps the original as its client_class, so its commands are untraced.
+    "builtin": set(THREADS),
+}
+
+
+def expected_spans(variant: str, workload: str) -> float:
+    """Spans per command of ``workload`` made by ``variant`` while the tracer is enabled."""
+    covers = COVERS.get(variant)
+    if covers is not None and CLIENT_OF[workload] not in covers:
+        return 0
+    if workload in NOT_COVERED.get(variant, ()):
+        return 0
+    return VARIANTS[variant][1] * WORKLOADS[workload][2]
+
 
 VARIANTS = {
     # name: (what, spans per memcached command while the tracer is enabled)
@@ -50,7 +114,8 @@ VARIANTS = {
 }
 
 
-# --- variants: each sets itself up and returns its Client and HashClient classes -----
+# --- variants: each sets itself up and returns pymemcache's Client, HashClient and
+# PooledClient classes; the other clients are made by their adapters ----------------
 
 
 def _ddtrace_counter():
@@ -81,9 +146,10 @@ def _ddtrace_counter():
 
 def _untraced():
     from pymemcache.client.base import Client
+    from pymemcache.client.base import PooledClient
     from pymemcache.client.hash import HashClient
 
-    return Client, HashClient
+    return Client, HashClient, PooledClient
 
 
 def _ours():
@@ -96,12 +162,12 @@ def _ours():
 def _builtin():
     import ddtrace
 
-    ddtrace.patch(pymemcache=True)
+    ddtrace.patch(pymemcache=True, pylibmc=_available("pylibmc"))
     import pymemcache.client.base
     import pymemcache.client.hash
 
     # Its proxies replace the module attributes: look them up after patching.
-    return pymemcache.client.base.Client, pymemcache.client.hash.HashClient
+    return pymemcache.client.base.Client, pymemcache.client.hash.HashClient, pymemcache.client.base.PooledClient
 
 
 def _floor_tags(span, server):
@@ -128,6 +194,7 @@ def _floor():
     """A plain client call inside one hand-written span with our tags: what the tracer costs."""
     from ddtrace.trace import tracer
     from pymemcache.client.base import Client
+    from pymemcache.client.base import PooledClient
     from pymemcache.client.hash import HashClient
 
     _register_memcached_config()
@@ -155,7 +222,10 @@ def _floor():
     class FloorHashClient(HashClient):
         client_class = FloorClient
 
-    return FloorClient, FloorHashClient
+    class FloorPooledClient(PooledClient):
+        client_class = FloorClient
+
+    return FloorClient, FloorHashClient, FloorPooledClient
 
 
 def _floor_wrapt():
@@ -168,7 +238,6 @@ def _floor_wrapt():
 
     from ddtrace.trace import tracer
     from pymemcache.client.base import Client
-    from pymemcache.client.hash import HashClient
     import wrapt
 
     _register_memcached_config()
@@ -185,7 +254,7 @@ def _floor_wrapt():
 
     for method in ("get", "get_many", "set"):
         wrapt.wrap_function_wrapper(Client, method, partial(wrapper, method))
-    return Client, HashClient
+    return _untraced()
 
 
 def _otel():
@@ -205,8 +274,7 @@ def _otel():
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(NoopExporter()))
     PymemcacheInstrumentor().instrument(tracer_provider=provider)
-    client, hash_client = _untraced()
-    return client, hash_client, lambda: NoopExporter.spans, provider.force_flush
+    return _untraced() + (lambda: NoopExporter.spans, provider.force_flush)
 
 
 SETUPS = {
@@ -231,49 +299,128 @@ def _callgrind(state: str) -> None:
 # --- workloads ---------------------------------------------------------------------
 
 
-def _batches(client, hash_client):
-    """One function per workload that sends ``n`` commands, as app code would."""
+def _per_thread(n: int, threads: int, per_trace: int, run) -> None:
+    """``n`` calls of ``run`` shared by ``threads`` threads, each in traces of ``per_trace``
+    under a root span of its own (a thread does not inherit the caller's active span)."""
+    import threading
+
+    from ddtrace.trace import tracer
+
+    def work(count):
+        while count > 0:
+            with tracer.trace(ROOT_SPAN, service="bench-app", resource="GET /bench"):
+                for _ in range(min(count, per_trace)):
+                    run()
+            count -= per_trace
+
+    shares = [n // threads + (1 if i < n % threads else 0) for i in range(threads)]
+    pool = [threading.Thread(target=work, args=(share,)) for share in shares]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+
+
+def _pymemcache_batches(classes, servers):
+    """One function per pymemcache workload that sends ``n`` commands, as app code would."""
+    client_class, hash_class, pooled_class = classes
+    client = client_class(servers[0])
+    rings = {name: hash_class(servers[1 : 1 + count]) for name, count in HASH_SERVERS.items()}
+    pooled = pooled_class(servers[0], max_pool_size=max(THREADS.values()))
     key = "bench:get"
-    keys10 = ["bench:k%d" % i for i in range(10)]
-    keys100 = ["bench:k%d" % i for i in range(100)]
+    keys = {count: ["bench:k%d" % i for i in range(count)] for count in (10, 100, 1000)}
     hash_keys = ["bench:h%d" % i for i in range(100)]
-    client.set_many({k: VALUE for k in [key] + keys100}, noreply=False)
-    hash_client.set_many({k: VALUE for k in hash_keys}, noreply=False)
+    client.set_many({k: VALUE for k in [key] + keys[1000]}, noreply=False)
+    for ring in rings.values():
+        ring.set_many({k: VALUE for k in hash_keys}, noreply=False)
 
     def get(n):
         for _ in range(n):
             client.get(key)
 
-    def get_many_10(n):
-        for _ in range(n):
-            client.get_many(keys10)
+    def get_many(count):
+        def run(n):
+            for _ in range(n):
+                client.get_many(keys[count])
 
-    def get_many_100(n):
-        for _ in range(n):
-            client.get_many(keys100)
+        return run
 
     def set_(n):
         for _ in range(n):
             client.set("bench:set", VALUE)
 
-    def hash_get_many_100(n):
-        for _ in range(n):
-            hash_client.get_many(hash_keys)
+    def hash_get_many(ring):
+        def run(n):
+            for _ in range(n):
+                ring.get_many(hash_keys)
 
-    checks = {
-        "get": lambda: client.get(key) == VALUE,
-        "get_many_10": lambda: len(client.get_many(keys10)) == 10,
-        "get_many_100": lambda: len(client.get_many(keys100)) == 100,
-        "set": lambda: client.set("bench:set", VALUE) is True,
-        "hash_get_many_100": lambda: len(hash_client.get_many(hash_keys)) == 100,
-    }
+        return run
+
     batches = {
         "get": get,
-        "get_many_10": get_many_10,
-        "get_many_100": get_many_100,
         "set": set_,
-        "hash_get_many_100": hash_get_many_100,
+        **{"get_many_%d" % count: get_many(count) for count in keys},
+        **{name: hash_get_many(ring) for name, ring in rings.items()},
     }
+    checks = {
+        "get": lambda: client.get(key) == VALUE,
+        "set": lambda: client.set("bench:set", VALUE) is True,
+        **{"get_many_%d" % c: (lambda c=c: len(client.get_many(keys[c])) == c) for c in keys},
+        **{name: (lambda ring=ring: len(ring.get_many(hash_keys)) == 100) for name, ring in rings.items()},
+    }
+    for name, threads in THREADS.items():
+        batches[name] = lambda n, threads=threads, name=name: _per_thread(
+            n, threads, WORKLOADS[name][1], lambda: pooled.get(key)
+        )
+        checks[name] = lambda: pooled.get(key) == VALUE
+    return batches, checks
+
+
+def _adapter_batches(client_name: str, floor: bool, server):
+    """get and set of another client, through its test adapter; the floor wraps each
+    call in a hand-written span with our tags, as an app would."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    from ddtrace.trace import tracer
+
+    import adapters
+
+    adapter = adapters.load(client_name)
+    client = adapter.make([server])
+    key = "bench:%s" % client_name
+    adapter.set(client, key, VALUE)
+
+    def traced(resource, call, rows=None):
+        if not floor:
+            return call()
+        with tracer.trace(OPERATION, service="memcached", resource=resource, span_type="cache") as span:
+            _floor_tags(span, server)
+            result = call()
+            if rows is not None:
+                span.set_metric("db.row_count", rows(result))
+            return result
+
+    def get(n):
+        for _ in range(n):
+            traced("get", lambda: adapter.get(client, key), lambda r: 0 if r is None else 1)
+
+    def set_(n):
+        for _ in range(n):
+            traced("set", lambda: adapter.set(client, key, VALUE))
+
+    batches = {client_name + "_get": get, client_name + "_set": set_}
+    checks = {
+        client_name + "_get": lambda: traced("get", lambda: adapter.get(client, key)) == VALUE,
+        client_name + "_set": lambda: traced("set", lambda: adapter.set(client, key, VALUE)) is not False,
+    }
+    return batches, checks
+
+
+def _batches(classes, servers, floor: bool, only):
+    batches, checks = _pymemcache_batches(classes, servers)
+    for client_name in sorted({CLIENT_OF[name] for name in only} - {"pymemcache"}):
+        more, more_checks = _adapter_batches(client_name, floor, servers[0])
+        batches.update(more)
+        checks.update(more_checks)
     return batches, checks
 
 
@@ -299,9 +446,9 @@ def main() -> None:
 
     counter = _ddtrace_counter()
     if variant == "otel":
-        client_class, hash_class, count, flush_otel = _otel()
+        *classes, count, flush_otel = _otel()
     else:
-        client_class, hash_class = SETUPS[variant]()
+        classes = SETUPS[variant]()
         count, flush_otel = (lambda: counter.spans), None
 
     def flush():
@@ -309,9 +456,11 @@ def main() -> None:
         if flush_otel is not None:
             flush_otel()
 
-    client = client_class(servers[0])
-    hash_client = hash_class(servers[1:])
-    batches, checks = _batches(client, hash_client)
+    # BENCH_WORKLOADS: the workloads this process will run (default all): under
+    # callgrind, each process runs one, and sets up and checks only that one.
+    only = [n for n in os.environ.get("BENCH_WORKLOADS", "").split(",") if n] or list(WORKLOADS)
+    batches, checks = _batches(classes, servers, variant.startswith("floor"), only)
+    checks = {name: check for name, check in checks.items() if name in only}
 
     # Check: right results, and the spans each workload makes per command.
     spans_per_command = {}
@@ -323,8 +472,12 @@ def main() -> None:
             for _ in range(per_trace):
                 if not check():
                     raise SystemExit("%s: workload %s returned a wrong value" % (variant, name))
+        commands = per_trace
+        if name in THREADS:  # and in the workload's threads
+            batches[name](per_trace)
+            commands += per_trace
         flush()
-        spans_per_command[name] = (count() - before) / per_trace
+        spans_per_command[name] = (count() - before) / commands
     module = sys.modules.get("ddtrace_memcached")
     ready = dict(
         variant=variant,
@@ -350,9 +503,12 @@ def main() -> None:
         if request.get("callgrind"):
             _callgrind("on")
         cpu, main_cpu = time.process_time(), time.thread_time()
-        for _ in range(traces):
-            with tracer.trace(ROOT_SPAN, service="bench-app", resource="GET /bench"):
-                batch(per_trace)
+        if name in THREADS:
+            batch(traces * per_trace)
+        else:
+            for _ in range(traces):
+                with tracer.trace(ROOT_SPAN, service="bench-app", resource="GET /bench"):
+                    batch(per_trace)
         flush()
         main_cpu, cpu = time.thread_time() - main_cpu, time.process_time() - cpu
         if request.get("callgrind"):

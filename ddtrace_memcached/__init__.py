@@ -1,9 +1,11 @@
-"""Datadog tracing for memcached, through the ``pymemcache`` client.
+"""Datadog tracing for memcached, for every Python client.
 
-Every command a ``pymemcache`` client sends to a server becomes one span: ``get``,
-``set``, ``get_many``, ``incr``, ``stats``, ``raw_command`` and the rest, on
-``Client``, ``PooledClient``, ``HashClient`` and ``RetryingClient``, including
-clients created before tracing was enabled.
+Every command a memcached client sends to a server becomes one span, with one span
+model whatever the client: ``get``, ``set``, ``get_many``, ``incr``, ``stats`` and the
+rest, including on clients created before tracing was enabled. The clients, by the
+name of the module you import:
+
+DOCSTRING_CLIENTS
 
 Enabling
 ~~~~~~~~
@@ -15,7 +17,7 @@ Install the package next to ``ddtrace``; nothing else changes::
 
     ddtrace-run python app.py
 
-In code, before or after ``pymemcache`` is imported::
+In code, before or after the client is imported::
 
     import ddtrace
     ddtrace.patch(memcached=True)
@@ -30,13 +32,19 @@ The package registers the ``memcached`` integration with ddtrace through a
 nothing of it but one small module. Where ``.pth`` files are not processed
 (``python -S``, some bundlers), ``import ddtrace_memcached`` registers it too.
 
-ddtrace's built-in ``pymemcache`` integration
-~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-While this integration is enabled it takes precedence: ddtrace's own
-``pymemcache`` integration is not patched, or is switched off if it already was,
-so each command gets exactly one span. ``unpatch()`` hands back to it. To trace no
-memcached command at all, disable both: ``DD_TRACE_MEMCACHED_ENABLED=false`` and
-``DD_TRACE_PYMEMCACHE_ENABLED=false``.
+Each client is patched when the app imports it: importing one client never imports
+another, and a client that is not installed is skipped.
+
+ddtrace's built-in ``pymemcache`` and ``pylibmc`` integrations
+~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+While this integration covers a client it takes precedence: ddtrace's own
+integration for that client is not patched, or is switched off if it already was,
+so each command gets exactly one span. ``unpatch()`` hands back to it. To leave a
+client to ddtrace's built-in integration, leave it out of
+``DD_TRACE_MEMCACHED_CLIENTS`` (e.g. ``DD_TRACE_MEMCACHED_CLIENTS=pymemcache`` keeps
+``pylibmc`` with the built-in). To trace no memcached command at all, disable ours
+and the built-ins: ``DD_TRACE_MEMCACHED_ENABLED=false``,
+``DD_TRACE_PYMEMCACHE_ENABLED=false`` and ``DD_TRACE_PYLIBMC_ENABLED=false``.
 
 Spans
 ~~~~~
@@ -72,6 +80,12 @@ Settings
      - ``true``
      - Enable under ``ddtrace-run`` / ``import ddtrace.auto``. Also
        ``DD_PATCH_MODULES=memcached:false``.
+   * - ``DD_TRACE_MEMCACHED_CLIENTS``
+     -
+     - every client above
+     - The clients this integration traces: module names, separated by commas
+       (case-insensitive; unknown names are ignored). A client left out is not
+       traced by it, and stays with ddtrace's built-in integration if it has one.
    * - ``DD_MEMCACHED_SERVICE``
      - ``service``
      - ``memcached`` (schema v0), ``DD_SERVICE`` (schema v1)
@@ -84,16 +98,18 @@ Settings
 ddtrace's own settings apply as usual: ``DD_TRACE_SPAN_ATTRIBUTE_SCHEMA``,
 ``DD_TRACE_PEER_SERVICE_DEFAULTS_ENABLED``, ``DD_TRACE_PEER_SERVICE_MAPPING``,
 ``DD_TRACE_REMOVE_INTEGRATION_SERVICE_NAMES_ENABLED``, ``DD_SERVICE_MAPPING``,
-``DD_TRACE_SAFE_INSTRUMENTATION_ENABLED`` (pymemcache >= 3.4 is supported).
+``DD_TRACE_SAFE_INSTRUMENTATION_ENABLED`` (each client's supported versions are
+listed above; an unsupported one is left untraced).
 
 Per-client overrides
 ~~~~~~~~~~~~~~~~~~~~
-On any client type, and on every supported ddtrace version::
+On any client object of any client (pools, hash rings and retrying clients
+included), and on every supported ddtrace version::
 
     ddtrace_memcached.override(client, service="sessions-cache", tags={"team": "web"})
 
-An override on a ``PooledClient``, ``HashClient`` or ``RetryingClient`` applies to
-every span it causes. ddtrace's ``Pin.override(client, service=..., tags=...)``
+An override on an outer client (pymemcache's ``PooledClient``, ``HashClient`` or
+``RetryingClient``, a pool) applies to every span it causes. ddtrace's ``Pin.override(client, service=..., tags=...)``
 is honored too (``ddtrace.trace.Pin`` on ddtrace 3.x). The most specific wins: a
 client's ``override`` over its ``Pin``, and a client's own settings over those of
 the clients that wrap it.

@@ -20,6 +20,7 @@ from ddtrace.trace import tracer
 from . import commands
 from . import overrides
 from . import settings
+from . import tagging
 from . import wrapping
 from .commands import Command
 from .commands import Read
@@ -64,6 +65,18 @@ class Library:
         """Whether the message of ``exc`` quotes the key it refused (see :func:`_record_error`)."""
         return False
 
+    def redacted(self, message: str, keys_enabled: bool) -> str:
+        """``error.message`` for a message that :meth:`quotes_key`; pymemcache's ``Head: key`` form
+        by default. Override for messages that quote keys elsewhere."""
+        return commands.input_error_message(message, keys_enabled)
+
+
+class Fanout(int):
+    """What :meth:`Library.server` returns for a call that goes to several servers: how many.
+
+    The span names no host then (one would be wrong) and gets the metric ``memcached.servers``.
+    """
+
 
 # --- naming -----------------------------------------------------------------------
 
@@ -78,8 +91,11 @@ def configure() -> None:
 
 # --- server tags ------------------------------------------------------------------
 
-_HOST_TAGS: Dict[Any, ServerTags] = {}  # server -> tags, bounded by _HOST_TAGS_MAX
+# server -> (out.host, port or None, the span's fixed tags: tagging.fixed()), bounded
+# by _HOST_TAGS_MAX.
+_HOST_TAGS: Dict[Any, Tuple[str, Optional[int], Optional[tagging.Attributes]]] = {}
 _HOST_TAGS_MAX = 1024  # for processes that see many short-lived servers
+_NO_SERVER = (None, None, tagging.fixed(None, None))
 
 
 def server_tags(server: Any) -> ServerTags:
@@ -89,17 +105,19 @@ def server_tags(server: Any) -> ServerTags:
     return str(server), None
 
 
-def _host_tags(server: Any) -> ServerTags:
-    """:func:`server_tags`, computed once per server: keyed by the value, so a client
-    whose server is reassigned gets the new tags."""
+def _host_tags(server: Any) -> Tuple[str, Optional[int], Optional[tagging.Attributes]]:
+    """:func:`server_tags` and the span's fixed tags, computed once per server: keyed by
+    the value, so a client whose server is reassigned gets the new tags."""
     try:
         tags = _HOST_TAGS.get(server)
     except TypeError:  # unhashable: pymemcache < 4 keeps a list as it was given
-        return server_tags(server)
+        host, port = server_tags(server)
+        return host, port, tagging.fixed(host, port)
     if tags is None:
         if len(_HOST_TAGS) >= _HOST_TAGS_MAX:
             _HOST_TAGS.clear()
-        tags = _HOST_TAGS[server] = server_tags(server)
+        host, port = server_tags(server)
+        tags = _HOST_TAGS[server] = (host, port, tagging.fixed(host, port))
     return tags
 
 
@@ -109,6 +127,7 @@ def _host_tags(server: Any) -> ServerTags:
 # dict lookups. Read.* are enum class attributes, slower to reach than module globals.
 
 _READ_NONE, _READ_ONE, _READ_ONE_WITH_CAS = Read.NONE, Read.ONE, Read.ONE_WITH_CAS
+_FAST_SPAN = tagging.FAST_SPAN  # None: the public API only
 
 
 def _start_span(library: Library, command: Command, instance: Any, args: tuple, kwargs: dict):
@@ -123,17 +142,23 @@ def _start_span(library: Library, command: Command, instance: Any, args: tuple, 
         span_type="cache",
     )
     try:
-        span.set_tag("component", settings.INTEGRATION)
-        span.set_tag("span.kind", "client")
-        span.set_tag("db.system", "memcached")
         server = library.server(instance, command, args, kwargs)
-        if server is not None:
-            host, port = _host_tags(server)
-            span.set_tag("out.host", host)
-            span.set_tag("server.address", host)
-            if port is not None:
-                span.set_metric("network.destination.port", port)
-        span.set_metric("_dd.measured", 1)
+        if type(server) is Fanout:  # several servers: none is named
+            span.set_metric("memcached.servers", int(server))
+            server = None
+        host, port, fixed = _NO_SERVER if server is None else _host_tags(server)
+        if type(span) is _FAST_SPAN and fixed is not None:
+            span._set_attributes(fixed)  # what the else branch sets, in one call: see tagging
+        else:
+            span.set_tag("component", settings.INTEGRATION)
+            span.set_tag("span.kind", "client")
+            span.set_tag("db.system", "memcached")
+            if host is not None:
+                span.set_tag("out.host", host)
+                span.set_tag("server.address", host)
+                if port is not None:
+                    span.set_metric("network.destination.port", port)
+            span.set_metric("_dd.measured", 1)
         if scope.attempt is not None:
             span.set_metric("memcached.retry.attempt", scope.attempt)
         if int_config["command_enabled"]:
@@ -179,7 +204,7 @@ def _record_error(library: Library, span, exc: BaseException) -> None:
         span.set_exc_info(type(exc), exc, exc.__traceback__)
         if library.quotes_key(exc):
             message = str(exc)
-            tag = commands.input_error_message(message, settings.integration_config()["command_enabled"])
+            tag = library.redacted(message, settings.integration_config()["command_enabled"])
             if tag != message:
                 span.set_tag("error.message", tag)
                 span.set_tag("error.stack", (span.get_tag("error.stack") or "").replace(message, tag))
@@ -247,9 +272,14 @@ def trace_async(library: Library, command: Command, wrapped: Callable, instance:
 
     It starts when the coroutine starts (not when it is created), as a child of the
     awaiting task's active span, and finishes when the coroutine returns, raises or is
-    cancelled. A cancellation (``asyncio.CancelledError``, e.g. from ``wait_for``) is not
-    an error: the span is finished and tagged ``memcached.cancelled``, as the work
-    stopped because the caller stopped waiting, not because memcached failed.
+    cancelled. A cancellation (``asyncio.CancelledError``, e.g. from ``wait_for``, or the
+    ``GeneratorExit`` of a coroutine closed unfinished) is not an error: the span is
+    finished and tagged ``memcached.cancelled``, as the work stopped because the caller
+    stopped waiting, not because memcached failed. That is how ddtrace's Django
+    integration treats ASGI cancellation; its aiohttp, asyncpg, aiopg and redis clients
+    would mark it an error, which makes every caller timeout (aiocache's ``timeout=5``, a
+    client disconnect) look like a cache failure. The timeout itself stays an error on
+    the span that sees the ``TimeoutError`` (the caller's, or emcache's own command span).
     """
     return _traced_coroutine(library, command, wrapped, instance, args, kwargs)
 
@@ -281,9 +311,13 @@ async def _traced_coroutine(library, command, wrapped, instance, args, kwargs):
 
 
 def _is_cancellation(exc: BaseException) -> bool:
-    import asyncio
+    import asyncio  # only once a coroutine failed: sync-only apps never import it for us
 
-    return isinstance(exc, asyncio.CancelledError)
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        return True
+    # ddtrace-run's module cleanup can leave two copies of asyncio.exceptions, and the C
+    # tasks raise the first copy's CancelledError: known by its name then.
+    return any(cls.__name__ == "CancelledError" and cls.__module__ == "asyncio.exceptions" for cls in type(exc).__mro__)
 
 
 def _tag_cancelled(span) -> None:

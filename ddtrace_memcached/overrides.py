@@ -7,14 +7,17 @@ with :func:`within`, which puts their override in a context variable for the
 duration of a call; the span reads it (:func:`for_span`).
 """
 
+import contextlib
 import contextvars
 import logging
 from typing import Any
 from typing import Callable
 from typing import Dict
+from typing import Iterator
 from typing import Mapping
 from typing import NamedTuple
 from typing import Optional
+import weakref
 
 from . import wrapping
 
@@ -109,6 +112,63 @@ def remove_pin_accessors(cls: type) -> None:
             delattr(cls, name)
 
 
+class _SharedAttribute:
+    """A class attribute whose per-instance values every thread sees.
+
+    A ``threading.local`` subclass (python-memcached's ``Client``, bmemcached's
+    ``Protocol``) keeps its instance attributes per thread, so a Pin or an override set
+    in one thread would be missing in the others. While patched, their classes hold
+    these descriptors for :data:`PIN_ATTR` and :data:`OVERRIDE_ATTR`, backed by a
+    ``WeakKeyDictionary``; other classes, and the hot path, are unchanged.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.values: "weakref.WeakKeyDictionary" = _SHARED.setdefault(name, weakref.WeakKeyDictionary())
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        try:
+            value = self.values.get(obj)
+        except TypeError:  # unhashable or not weak-referenceable: per thread, as unpatched
+            value = None
+        if value is None:
+            value = getattr(obj, "__dict__", {}).get(self.name)  # set in this thread before patching
+        if value is None:
+            raise AttributeError(self.name)
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        try:
+            self.values[obj] = value
+        except TypeError:
+            vars(obj)[self.name] = value
+
+    def __delete__(self, obj: Any) -> None:
+        try:
+            self.values.pop(obj, None)
+        except TypeError:
+            pass
+        getattr(obj, "__dict__", {}).pop(self.name, None)
+
+
+_SHARED: Dict[str, "weakref.WeakKeyDictionary"] = {}  # kept across unpatch/patch
+
+
+def share_across_threads(cls: type) -> None:
+    """Makes the Pin and override of ``cls``'s instances (``threading.local``) seen by every thread."""
+    for name in (PIN_ATTR, OVERRIDE_ATTR):
+        if name not in vars(cls):
+            setattr(cls, name, _SharedAttribute(name))
+
+
+def unshare_across_threads(cls: type) -> None:
+    for name in (PIN_ATTR, OVERRIDE_ATTR):
+        if isinstance(vars(cls).get(name), _SharedAttribute):
+            delattr(cls, name)
+
+
 def for_span(client: Any) -> Scope:
     """The scope of a span (or a call) that ``client`` is about to make.
 
@@ -139,6 +199,28 @@ def within(wrapped, instance, args, kwargs):
         return wrapped(*args, **kwargs)
     finally:
         _scope.reset(token)
+
+
+@contextlib.contextmanager
+def covering(client: Any) -> Iterator[None]:
+    """``with covering(pool):`` the override and Pin of ``client`` cover the spans of the block.
+
+    For outer objects whose clients work outside their own methods: pylibmc's pools hand
+    out a client in ``with pool.reserve() as mc:``, and the commands run in the block.
+    """
+    outer = _scope.get()
+    scope = _scope_of(client, outer)
+    if scope is outer:
+        yield
+        return
+    token = _scope.set(scope)
+    try:
+        yield
+    finally:
+        try:
+            _scope.reset(token)
+        except ValueError:  # left in another context than it was entered in
+            _scope.set(outer)
 
 
 def _scope_of(instance: Any, outer: Scope) -> Scope:

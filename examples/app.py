@@ -1,10 +1,12 @@
 """A user-profile endpoint that reads through a memcached cache.
 
 ``handle_request(name)`` serves ``GET /users/<name>``: the profile comes from a
-HashClient over two memcached servers (``MEMCACHED_SERVERS=host:port,host:port``), or,
-on a miss, from the database, and is then cached. The handler also counts the
+pymemcache HashClient over two memcached servers (``MEMCACHED_SERVERS=host:port,host:port``),
+or, on a miss, from the database, and is then cached. The handler also counts the
 profile's views and fetches the friends' cached profiles with one ``get_many``.
-A profile too large for memcached's 1 MB items is served without being cached.
+A profile too large for memcached's 1 MB items is served without being cached. The
+user's session is kept by another client on the same servers, pylibmc, as an app
+that grew two caching layers would: both are traced alike.
 
 Run it under ``ddtrace-run``: each request becomes a trace, and each memcached command
 a span in it. ``scripts/demo`` does, and draws the traces that the APM test agent received.
@@ -15,6 +17,7 @@ import os
 import time
 
 from ddtrace.trace import tracer
+import pylibmc
 from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheError
 from pymemcache.serde import pickle_serde
@@ -22,14 +25,16 @@ from pymemcache.serde import pickle_serde
 log = logging.getLogger("app")
 
 SERVERS = os.environ.get("MEMCACHED_SERVERS", "127.0.0.1:11211")
+KEY_PREFIX = os.environ.get("CACHE_KEY_PREFIX", "app:")
 cache = HashClient(
     [(host, int(port)) for host, port in (server.rsplit(":", 1) for server in SERVERS.split(","))],
     serde=pickle_serde,
-    key_prefix=os.environ.get("CACHE_KEY_PREFIX", "app:").encode(),
+    key_prefix=KEY_PREFIX.encode(),
     connect_timeout=1,
     timeout=1,
     no_delay=True,  # else Nagle holds a command after a noreply set for 40 ms
 )
+sessions = pylibmc.Client(SERVERS.split(","), behaviors={"connect_timeout": 1000})
 
 # The database: dave's profile embeds a 2 MB photo.
 DATABASE = {
@@ -67,6 +72,7 @@ def handle_request(name):
         if cache.incr("views:" + name, 1) is None:
             cache.set("views:" + name, 1)
         friends = cache.get_many(["user:" + friend for friend in profile["friends"]])
+        sessions.set(KEY_PREFIX + "session:" + name, {"user": name, "seen": time.time()}, time=1800)
         span.set_tag("http.status_code", 200)
         return {"name": profile["name"], "friends_cached": len(friends)}
 

@@ -132,18 +132,24 @@ def patched():
     ddtrace_memcached.unpatch()
 
 
+def flush(address) -> None:
+    """Empties the memcached at ``address`` over a plain socket (no client library needed)."""
+    family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
+    with socket.socket(family) as s:
+        s.settimeout(5)
+        s.connect(address)
+        s.sendall(b"flush_all\r\n")
+        assert s.recv(64) == b"OK\r\n"
+
+
 @pytest.fixture(autouse=True)
 def _flush_servers(request):
     """Every test starts with empty servers (only those it uses)."""
-    from pymemcache.client.base import Client
-
     for name in ("memcached", "memcached_nodes"):
         if name in request.fixturenames:
             addresses = request.getfixturevalue(name)
             for address in addresses if isinstance(addresses, list) else [addresses]:
-                client = Client(address)
-                client.flush_all(noreply=False)
-                client.close()
+                flush(address)
     yield
 
 
@@ -334,12 +340,7 @@ def snapshot(request, test_agent, snapshot_servers, tmp_path_factory):
     directory = tmp_path_factory.mktemp("snapshot") / "app"  # the process's inferred service
     directory.mkdir()
     for address in [*snapshot_servers, SNAPSHOT_SOCKET]:
-        client = socket.socket(socket.AF_UNIX) if address == SNAPSHOT_SOCKET else socket.socket()
-        client.settimeout(5)
-        client.connect(address)
-        client.sendall(b"flush_all\r\n")
-        assert client.recv(64) == b"OK\r\n"
-        client.close()
+        flush(address)
     test_agent.start(token)
     yield Snapshot(test_agent, token, str(directory))
     if request.node.stash.get(_CALL_PASSED, False):  # else the test's own failure says it all

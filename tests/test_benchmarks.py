@@ -1,6 +1,7 @@
 """Smoke run of the overhead benchmark (benchmarks/): it runs, reports every variant and
 workload, and the spans reach its sink. It times nothing that is asserted."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,7 +12,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+from worker import CLIENT_OF  # noqa: E402
 from worker import WORKLOADS  # noqa: E402
+from worker import expected_spans  # noqa: E402
 
 # Its own suite: it needs the bench extra (OpenTelemetry's instrumentation).
 pytestmark = pytest.mark.benchmark
@@ -29,14 +32,22 @@ def test_benchmark_smoke(tmp_path):
     for what, _, _ in WORKLOADS.values():
         assert "| %s |" % what in table
         assert "| %s, tracer disabled |" % what in table
+    for series in ("keys", "servers", "threads"):
+        assert "| %s, 1" % series in table  # the scaling table, first point of each series
     assert "python -c pass" in run.stdout  # startup
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "overhead.svg").stat().st_size > 0
 
     results = json.loads((tmp_path / "latest.json").read_text())
     enabled, disabled = results["phases"]["enabled"], results["phases"]["disabled"]
     for variant in ("ours", "builtin", "floor"):
         assert enabled["delivered"][variant]["spans"] == enabled["written"][variant] > 0
-        for name, (_, _, spans) in WORKLOADS.items():
-            assert enabled["summary"][variant][name]["spans_per_command"] == spans
+        for name in WORKLOADS:
+            assert enabled["summary"][variant][name]["spans_per_command"] == expected_spans(variant, name)
             assert disabled["summary"].get(variant, {}).get(name, {}).get("spans_per_command", 0) == 0
+    # Every client the package traces (and that is installed) has its rows, traced by ours.
+    assert {CLIENT_OF[name] for name in WORKLOADS} >= {"pymemcache"}
+    for name in WORKLOADS:
+        assert enabled["summary"]["ours"][name]["spans_per_command"] == WORKLOADS[name][2] > 0
     assert enabled["delivered"]["untraced"]["traces"] > 0  # the root spans
     assert all(s["spans_per_command"] == 0 for s in enabled["summary"]["untraced"].values())

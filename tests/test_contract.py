@@ -7,6 +7,7 @@ subclasses, unpatching, parents, a disabled tracer, and traced ≡ untraced. A c
 joins by adding its adapter (``tests/adapters``); its own quirks get tests of their own.
 """
 
+import os
 import random
 
 import ddtrace
@@ -38,7 +39,11 @@ def _installed(client):
         return None
 
 
-@pytest.fixture(params=CLIENTS)
+# A client suite runs the contract for its own client only (riotfile.py).
+UNDER_TEST = [c for c in os.environ.get("MEMCACHED_CONTRACT_CLIENTS", ",".join(CLIENTS)).split(",") if c]
+
+
+@pytest.fixture(params=UNDER_TEST)
 def adapter(request):
     found = _installed(request.param)
     if found is None:
@@ -55,6 +60,14 @@ def client(adapter, memcached, patched):
 
 def ours(spans):
     return spans.memcached()
+
+
+def commands(spans):
+    """Our spans of whole commands: without the per-node round trips that some clients'
+    multi-key commands show as their children (each counts its own node's keys)."""
+    found = ours(spans)
+    ids = {s.span_id for s in found}
+    return [s for s in found if s.parent_id not in ids]
 
 
 def one_span(spans):
@@ -135,7 +148,7 @@ def test_get_many_row_count(adapter, client, spans):
     adapter.set(client, "b", b"")
     spans.spans.clear()
     assert adapter.get_many(client, ["a", "b", "missing"]) == {"a": b"1", "b": b""}
-    assert sum(s.get_metric("db.row_count") for s in ours(spans)) == 2
+    assert sum(s.get_metric("db.row_count") for s in commands(spans)) == 2
 
 
 # --- the host is the server that holds the key ----------------------------------------
@@ -174,7 +187,10 @@ def test_multi_key_spans_never_name_a_wrong_host(adapter, memcached_nodes, spans
     finally:
         adapter.close(c)
     found = ours(spans)
-    assert found and sum(s.get_metric("db.row_count") for s in found) == len(keys)
+    assert found and sum(s.get_metric("db.row_count") for s in commands(spans)) == len(keys)
+    round_trips = [s for s in found if s not in commands(spans)]
+    if round_trips:  # they split the keys found between them
+        assert sum(s.get_metric("db.row_count") for s in round_trips) == len(keys)
     holders = {key: holder(memcached_nodes, adapter.wire_key(key)) for key in keys}
     for span in found:
         host = span.get_tag("out.host")

@@ -11,6 +11,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import conftest
 
 DEMO = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
@@ -59,6 +61,9 @@ def parse(lines):
 
 
 def test_demo_draws_the_traces_the_agent_received():
+    # The app's clients (riot's pylibmc suite has both).
+    pytest.importorskip("pylibmc")
+    pytest.importorskip("pymemcache")
     # Reuses what the suite was told to reuse (docker compose); the demo starts the rest.
     env = {k: v for k, v in os.environ.items() if not k.startswith("DD_") and k != "MEMCACHED_SERVERS"}
     if conftest.AGENT_URL:
@@ -99,6 +104,9 @@ def test_demo_draws_the_traces_the_agent_received():
                 command = span["what"].split()[0]
                 assert command in ("get", "set", "incr", "get_many"), span
                 assert server.search(span["what"]), "not one of %s: %s" % (servers, span)
+        # The session, kept by pylibmc, is written last, on one of the same servers.
+        last = children[-1]
+        assert re.match(r"set \S*session:\w+  ", last["what"]) and server.search(last["what"]), last
         # Reads come first and carry the keys found; every request reads its user's profile.
         first = children[0]
         assert first["name"] == "memcached.command" and re.match(r"get \S*user:\w+  ", first["what"]), output

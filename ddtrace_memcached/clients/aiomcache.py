@@ -13,7 +13,9 @@ from typing import Iterator
 
 import aiomcache
 import aiomcache.client
+from aiomcache.exceptions import ValidationException
 
+from .. import commands
 from .. import core
 from .. import wrapping
 from ..commands import Keys
@@ -48,6 +50,10 @@ COMMANDS = (
 """Every command coroutine of ``FlagClient`` (``close`` sends nothing)."""
 
 
+KEY_ERRORS = frozenset(["invalid key", "trailing newline", "key must be bytes"])
+"""The ``ValidationException`` messages that quote the key after a colon."""
+
+
 def get_version() -> str:
     return getattr(aiomcache, "__version__", "")
 
@@ -62,7 +68,7 @@ class Aiomcache(core.Library):
     name = "aiomcache"
 
     def server(self, instance, command, args, kwargs):
-        pool = instance._pool
+        pool = getattr(instance, "_pool", None)
         # Released versions keep _host/_port; the main branch (unix sockets, unreleased)
         # renames _host to _target, a host or a socket path, and sets _unix.
         target = getattr(pool, "_host", None) or getattr(pool, "_target", None)
@@ -70,13 +76,23 @@ class Aiomcache(core.Library):
             return None
         if getattr(pool, "_unix", False):
             return target
-        return (target, pool._port)
+        return (target, getattr(pool, "_port", None))
 
     def found(self, command, result):
         # multi_get: a tuple in key order, None where a key was missed (b"" is a hit).
         if isinstance(result, tuple):
             return sum(1 for value in result if value is not None)
         return None
+
+    def quotes_key(self, exc: BaseException) -> bool:
+        # "invalid key: b'...'", "trailing newline: b'...'", "key must be bytes: '...'"
+        return isinstance(exc, ValidationException)
+
+    def redacted(self, message: str, keys_enabled: bool) -> str:
+        head, colon, _ = message.partition(": ")
+        if colon and not keys_enabled and head in KEY_ERRORS:
+            return head + colon + commands.REDACTED
+        return commands.input_error_message(message, keys_enabled)
 
 
 LIBRARY = Aiomcache()

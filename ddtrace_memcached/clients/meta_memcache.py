@@ -34,6 +34,7 @@ from meta_memcache.commands.meta_commands import MetaCommandsMixin
 from meta_memcache.executors.default import DefaultExecutor
 from meta_memcache.protocol import MISS_DUE_TO_ERROR
 from meta_memcache.protocol import NOT_STORED_DUE_TO_ERROR
+from meta_memcache.protocol import Success
 from meta_memcache.protocol import Value
 
 from .. import commands
@@ -149,9 +150,10 @@ def _pool(args: tuple, kwargs: dict) -> Any:
 
 
 def _hit(response: Any) -> bool:
-    """A value the app gets back: not a lease placeholder (won or lost), not a miss."""
+    """A key the server has: a value that is not a lease placeholder (won or lost), or
+    ``HD`` (``Success``) to an ``mg`` that asked for no value."""
     if type(response) is not Value:
-        return False
+        return type(response) is Success
     win = response.flags.win
     return not win and not (win is False and response.size == 0)
 
@@ -167,21 +169,32 @@ class MetaMemcache(core.Library):
     name = "meta_memcache"
 
     def server(self, instance, command, args, kwargs):
-        return _address(_pool(args, kwargs))
+        try:
+            return _address(_pool(args, kwargs))
+        except Exception:
+            log.debug("could not find the server of a meta-memcache pool", exc_info=True)
+            return None
 
     def found(self, command: Command, result: Any) -> Optional[int]:
+        """Counted from the responses: a stored None is a hit, a lease placeholder is not.
+        None when the server could not be asked (a swallowed failure)."""
         if isinstance(result, dict):
-            return sum(1 for response in result.values() if _hit(response))
+            responses = result.values()
+            if any(r is MISS_DUE_TO_ERROR for r in responses):
+                return None
+            return sum(1 for response in responses if _hit(response))
+        if result is MISS_DUE_TO_ERROR:
+            return None
         return 1 if _hit(result) else 0
 
     def failure(self, instance, command, result) -> Optional[Tuple[str, str]]:
         if result is MISS_DUE_TO_ERROR or result is NOT_STORED_DUE_TO_ERROR:
-            return _SWALLOWED, "%s (raise_on_server_error is off)" % result_name(result)
+            return _SWALLOWED, "%s (raise_on_server_error is off)" % _result_name(result)
         if isinstance(result, dict):
             failed = [r for r in result.values() if r is MISS_DUE_TO_ERROR or r is NOT_STORED_DUE_TO_ERROR]
             if failed:
                 return _SWALLOWED, "%s for %d of %d keys (raise_on_server_error is off)" % (
-                    result_name(failed[0]),
+                    _result_name(failed[0]),
                     len(failed),
                     len(result),
                 )
@@ -210,7 +223,7 @@ class MetaMemcache(core.Library):
 _SWALLOWED = "meta_memcache.errors.MemcacheServerError"
 
 
-def result_name(result: Any) -> str:
+def _result_name(result: Any) -> str:
     return "MISS_DUE_TO_ERROR" if result is MISS_DUE_TO_ERROR else "NOT_STORED_DUE_TO_ERROR"
 
 

@@ -9,7 +9,6 @@ import socket
 
 from meta_memcache import CacheClient
 from meta_memcache import ConnectionPool
-from meta_memcache import Key
 from meta_memcache import ServerAddress
 from meta_memcache import connection_pool_factory_builder
 
@@ -79,5 +78,3 @@ class MetaMemcacheAdapter(Adapter):
 
 
 ADAPTER = MetaMemcacheAdapter
-
-__all__ = ["ADAPTER", "Key"]

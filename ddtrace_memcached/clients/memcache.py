@@ -1,0 +1,244 @@
+"""python-memcached (``memcache``): one span per ``Client`` command.
+
+python-memcached has no per-server function: a command picks its server inside the call
+(``Client._get_server``, which connects, marks dead servers and fails over), and the
+multi-key commands write to every server and then read from every server, inline. So:
+
+- the span covers the public method; its host is the server ``_get_server`` returned
+  (seen by wrapping it, never by calling it), or the client's only server;
+- ``get_multi``/``set_multi``/``delete_multi`` make one span, which names a host only
+  when every key went to the same server (``_map_and_prefix_keys``'s answer);
+  ``get_stats``/``flush_all``/``quit_all`` name one only for a client of one server;
+- failures it swallows (it returns 0/None instead of raising) make the span an error:
+  ``_Host.mark_dead`` (a socket failure, with its reason) or ``_get_server`` finding no
+  live server (a server marked dead earlier, skipped without I/O);
+- ``db.row_count`` of ``get``/``gets`` counts the values received (``_recv_value``),
+  as a stored ``None`` and a dead server both return None.
+
+``Client`` is a ``threading.local``: its Pin and override are shared across threads
+(:func:`overrides.share_across_threads`).
+"""
+
+import contextvars
+from functools import partial
+import logging
+import socket
+from typing import Any
+from typing import Iterator
+from typing import Optional
+
+from ddtrace.trace import tracer
+import memcache
+
+from .. import core
+from .. import overrides
+from .. import wrapping
+from ..commands import REDACTED
+from ..commands import Keys
+from ..commands import Read
+from ..commands import command
+from ..commands import input_error_message
+
+log = logging.getLogger("ddtrace.contrib.memcached")
+
+SUPPORTED = ">=1.60"
+
+COMMANDS = (
+    command("set", Keys.ONE),
+    command("add", Keys.ONE),
+    command("replace", Keys.ONE),
+    command("append", Keys.ONE),
+    command("prepend", Keys.ONE),
+    command("cas", Keys.ONE),
+    command("set_multi", Keys.MAPPING, resource="set_many"),
+    command("get", Keys.ONE, Read.VALUE),
+    command("gets", Keys.ONE, Read.VALUE),
+    command("get_multi", Keys.MANY, Read.MANY, resource="get_many"),
+    command("delete", Keys.ONE),
+    command("delete_multi", Keys.MANY, resource="delete_many"),
+    command("incr", Keys.ONE),
+    command("decr", Keys.ONE),
+    command("touch", Keys.ONE),
+    command("get_stats", Keys.ARGS, resource="stats"),
+    command("get_slab_stats", resource="stats"),
+    command("get_slabs", resource="stats"),
+    command("flush_all"),
+    command("quit_all", resource="quit"),
+)
+"""Every method of ``memcache.Client`` that talks to a server (absent ones are skipped)."""
+
+_MULTI = frozenset(("get_multi", "set_multi", "delete_multi"))
+_COUNTED = frozenset(("get", "gets"))
+
+MARKED_DEAD = "memcache.MarkedDead"
+"""``error.type`` of a span whose server failed and was marked dead (the message says why)."""
+NO_LIVE_SERVER = "memcache.NoLiveServer"
+"""``error.type`` of a span whose key found no live server (all marked dead): nothing was sent."""
+
+
+def get_version() -> str:
+    return getattr(memcache, "__version__", "")
+
+
+class _Call:
+    """What the hooks inside one traced command learn about it."""
+
+    __slots__ = ("command", "span", "rows", "failure")
+
+    def __init__(self, cmd):
+        self.command = cmd
+        self.span = None  # set when the span starts (not when the tracer is off)
+        self.rows = 0
+        self.failure = None
+
+
+_CALL: contextvars.ContextVar = contextvars.ContextVar("ddtrace_memcached_memcache_call", default=None)
+
+
+def address(host: Any) -> Any:
+    """``(ip, port)`` of a TCP ``_Host``, the path of a unix one."""
+    if getattr(host, "family", None) == socket.AF_UNIX:
+        return host.address
+    return (host.ip, host.port)
+
+
+def _tag_host(span, host) -> None:
+    out_host, port = core.server_tags(address(host))
+    span.set_tag("out.host", out_host)
+    span.set_tag("server.address", out_host)
+    if port is not None:
+        span.set_metric("network.destination.port", port)
+
+
+class Memcache(core.Library):
+    name = "memcache"
+
+    def server(self, instance, command, args, kwargs):
+        call = _CALL.get()
+        if call is not None:
+            call.span = tracer.current_span()  # the span just started
+        servers = getattr(instance, "servers", None)
+        if servers and len(servers) == 1:
+            return address(servers[0])
+        if servers and (command.keys is Keys.NONE or command.keys is Keys.ARGS):
+            return core.Fanout(len(servers))  # stats, flush_all, quit: every server
+        return None  # several servers: tagged once the client picks them
+
+    def found(self, command, result):
+        call = _CALL.get()
+        if command.method in _COUNTED and call is not None:
+            return call.rows
+        return super().found(command, result)
+
+    def failure(self, instance, command, result):
+        call = _CALL.get()
+        return call.failure if call is not None else None
+
+    def quotes_key(self, exc: BaseException) -> bool:
+        return isinstance(exc, memcache.Client.MemcachedKeyError)
+
+    def redacted(self, message: str, keys_enabled: bool) -> str:
+        # "Control/space characters not allowed (key=b'...')"
+        head, quote, _ = message.partition("(key=")
+        if quote and not keys_enabled:
+            return head + quote + REDACTED + ")"
+        return input_error_message(message, keys_enabled)
+
+
+LIBRARY = Memcache()
+
+
+@wrapping.ours
+def trace(cmd, wrapped, instance, args, kwargs):
+    """:func:`core.trace`, with a :class:`_Call` for the hooks below to report to."""
+    token = _CALL.set(_Call(cmd))
+    try:
+        return core.trace(LIBRARY, cmd, wrapped, instance, args, kwargs)
+    finally:
+        _CALL.reset(token)
+
+
+def _traced_call() -> Optional[_Call]:
+    call = _CALL.get()
+    return call if call is not None and call.span is not None else None
+
+
+@wrapping.ours
+def on_get_server(wrapped, instance, args, kwargs):
+    """``Client._get_server``: the server a single-key command uses, or none alive."""
+    result = wrapped(*args, **kwargs)
+    call = _traced_call()
+    if call is not None:
+        try:
+            host = result[0]
+            if host is None:
+                if call.failure is None:
+                    call.failure = (NO_LIVE_SERVER, "no live memcached server for the key")
+            elif call.command.method not in _MULTI:
+                _tag_host(call.span, host)
+        except Exception:
+            log.debug("could not read the server of a memcache command", exc_info=True)
+    return result
+
+
+@wrapping.ours
+def on_map_keys(wrapped, instance, args, kwargs):
+    """``Client._map_and_prefix_keys``: the servers of a multi-key command's keys."""
+    result = wrapped(*args, **kwargs)
+    call = _traced_call()
+    if call is not None:
+        try:
+            hosts = list(result[0])
+            if len(hosts) == 1:
+                _tag_host(call.span, hosts[0])
+            elif len(hosts) > 1:
+                call.span.set_metric("memcached.servers", len(hosts))
+        except Exception:
+            log.debug("could not read the servers of a memcache command", exc_info=True)
+    return result
+
+
+@wrapping.ours
+def on_mark_dead(wrapped, instance, args, kwargs):
+    """``_Host.mark_dead``: a socket failure that the command is about to swallow."""
+    call = _traced_call()
+    if call is not None:
+        try:
+            reason = args[0] if args else kwargs.get("reason")
+            where = core.server_tags(address(instance))
+            server = where[0] if where[1] is None else "%s:%s" % where
+            call.failure = (MARKED_DEAD, "%s marked dead: %s" % (server, reason))
+            call.rows = 0  # a value read before the failure is not returned
+        except Exception:
+            log.debug("could not read why memcache marked a server dead", exc_info=True)
+    return wrapped(*args, **kwargs)
+
+
+@wrapping.ours
+def on_value(wrapped, instance, args, kwargs):
+    """``Client._recv_value``: runs once per value received, never on a miss."""
+    result = wrapped(*args, **kwargs)
+    call = _CALL.get()
+    if call is not None:
+        call.rows += 1
+    return result
+
+
+def targets() -> Iterator[wrapping.Target]:
+    """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
+    for cmd in COMMANDS:
+        yield memcache.Client, cmd.method, partial(trace, cmd)
+    yield memcache.Client, "_get_server", on_get_server
+    yield memcache.Client, "_map_and_prefix_keys", on_map_keys
+    yield memcache.Client, "_recv_value", on_value
+    yield memcache._Host, "mark_dead", on_mark_dead
+
+
+def patch() -> None:
+    wrapping.wrap_all(targets())
+    overrides.share_across_threads(memcache.Client)
+
+
+def unpatch() -> None:
+    wrapping.unwrap_all(targets())
+    overrides.unshare_across_threads(memcache.Client)

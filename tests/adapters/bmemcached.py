@@ -1,0 +1,56 @@
+"""python-binary-memcached: ``bmemcached.Client`` (a ``ReplicatingClient``) for one server,
+``DistributedClient`` for several (a ``ReplicatingClient`` writes every key everywhere)."""
+
+import bmemcached
+
+from adapters import Adapter
+
+
+def spec(address) -> str:
+    """bmemcached's server string for a (host, port) or a unix socket path."""
+    if isinstance(address, str):
+        return address
+    return "%s:%d" % address
+
+
+class BmemcachedAdapter(Adapter):
+    client = "bmemcached"
+    client_class = bmemcached.Client
+    # A dead server never raises: commands return False/None/{} (the spans are errors all the same).
+    dead_server_raises = ()
+    # The binary protocol has no key charset: every str key is sent (the server refuses
+    # empty or long ones, see test_bmemcached.py).
+    bad_key = None
+
+    def make(self, servers, **options):
+        options.setdefault("socket_timeout", 2)
+        if len(servers) == 1:
+            return bmemcached.Client([spec(servers[0])], **options)
+        return bmemcached.DistributedClient([spec(s) for s in servers], **options)
+
+    def make_subclass(self, servers):
+        class AppClient(bmemcached.Client):
+            pass
+
+        return AppClient([spec(s) for s in servers], socket_timeout=2)
+
+    def close(self, client):
+        client.disconnect_all()
+
+    def set(self, client, key, value):
+        return client.set(key, value)
+
+    def get(self, client, key):
+        return client.get(key)
+
+    def get_many(self, client, keys):
+        return client.get_multi(keys)
+
+    def delete(self, client, key):
+        return client.delete(key)
+
+    def incr(self, client, key, delta):
+        return client.incr(key, delta)
+
+
+ADAPTER = BmemcachedAdapter
