@@ -65,6 +65,8 @@ ALL_CLIENTS = {
     "meta-memcache": latest,
     "python-memcached": latest,
     "python-binary-memcached": latest,
+    "aiomcache": latest,
+    "emcache": latest,
 }
 
 venv = Venv(
@@ -117,6 +119,23 @@ venv = Venv(
                 ("3.9", {"python-binary-memcached": "~=0.31.4", "dogpile.cache": latest}),
                 ("3.13", {"python-binary-memcached": latest, "dogpile.cache": latest}),
             ],
+        ),
+        # aiomcache: no release in two years (0.8.2, 2024-05): the latest on the newest Python
+        # and 0.8.0 (the floor: FlagClient) on the oldest, with its real users aiocache + aiohttp.
+        client_suite(
+            "aiomcache",
+            "tests/test_aiomcache.py tests/test_frameworks_async.py",
+            [
+                ("3.9", {"aiomcache": "==0.8.0", "aiocache": latest, "aiohttp": latest, "uvloop": latest}),
+                ("3.13", {"aiomcache": latest, "aiocache": latest, "aiohttp": latest, "uvloop": latest}),
+            ],
+        ),
+        # emcache: 1.3.1 (2025-05) and 1.3.3 (2026-01, the latest): the releases within two
+        # years; wheels for cp38-cp313 (1.3.1) and up to cp314 (1.3.3).
+        client_suite(
+            "emcache",
+            "tests/test_emcache.py",
+            [("3.9", {"emcache": "==1.3.1"}), ("3.13", {"emcache": latest, "uvloop": latest})],
         ),
         Venv(
             name="ddtrace-run",

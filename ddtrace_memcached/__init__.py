@@ -5,7 +5,28 @@ model whatever the client: ``get``, ``set``, ``get_many``, ``incr``, ``stats`` a
 rest, including on clients created before tracing was enabled. The clients, by the
 name of the module you import:
 
-DOCSTRING_CLIENTS
+- ``pymemcache`` (>= 3.4): every command of ``Client``, also through
+  ``PooledClient``, ``HashClient`` (a span per node) and ``RetryingClient`` (a
+  span per attempt);
+- ``pylibmc`` (>= 1.6): every command of ``Client`` and ``c[key]``, ``key in c``,
+  ``c[key] = v``, ``del c[key]``; clones and pooled clients. The host is
+  libmemcached's choice, ``client.addresses[client.hash(key)]``;
+- ``memcache``, python-memcached (>= 1.60): every command of ``Client``; the host is
+  the server ``Client._get_server`` picked;
+- ``bmemcached``, python-binary-memcached (>= 0.31): ``Client``
+  (``ReplicatingClient``) and ``DistributedClient``, a span per server round trip;
+- ``meta_memcache``, meta-memcache (>= 4.0): ``CacheClient`` with any router and
+  pool provider, a span per server round trip, named after the method called;
+- ``aiomcache`` (>= 0.8) and ``emcache`` (>= 1.3.1), asyncio: every command
+  coroutine; an emcache multi-key command over several nodes also gets a child
+  span per node round trip.
+
+Where a client sends one call to several servers with no place to see each
+round trip (pylibmc's and python-memcached's multi-key commands), the call is one
+span that names no host, none being right, and has the metric
+``memcached.servers``. Failures a client swallows instead of raising (a dead
+server for python-memcached and bmemcached, meta-memcache's ``*_DUE_TO_ERROR``
+results) are error spans; the result the app gets is left as it is.
 
 Enabling
 ~~~~~~~~
@@ -35,6 +56,11 @@ nothing of it but one small module. Where ``.pth`` files are not processed
 Each client is patched when the app imports it: importing one client never imports
 another, and a client that is not installed is skipped.
 
+If the installed ddtrace lacks what the registration needs, one warning on the
+``ddtrace.contrib.memcached`` logger says so, ddtrace's built-in pymemcache/pylibmc
+integrations stand in, and ``ddtrace_memcached.patch()`` still works by hand.
+``python -m ddtrace_memcached`` reports what is enabled and by whom.
+
 ddtrace's built-in ``pymemcache`` and ``pylibmc`` integrations
 ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
 While this integration covers a client it takes precedence: ddtrace's own
@@ -52,17 +78,23 @@ Spans
   command (``get_multi`` is reported as ``get_many``, ``set_multi`` as
   ``set_many``, ``delete_multi`` as ``delete_many``);
 - ``component:memcached``, ``span.kind:client``, ``db.system:memcached``;
-- ``out.host`` and ``server.address``: the server the command went to (for
-  ``HashClient``, the node; for a unix socket, its path), and the metric
+- ``out.host`` and ``server.address``: the server the command went to (for a
+  hash ring, the node; for a unix socket, its path), and the metric
   ``network.destination.port``. ``out.host`` is the ``peer.service`` precursor;
 - ``db.row_count`` on reads: the keys found. A stored falsy value is a hit, a
   miss that returns ``get``'s ``default`` is not;
 - ``memcached.retry.attempt`` (from 1) on the spans of a ``RetryingClient``;
+- on asyncio clients, the span starts when the command is awaited, under the
+  awaiting task's span; a cancellation (``CancelledError`` from ``wait_for`` or
+  ``task.cancel()``) finishes it with ``memcached.cancelled:true``, not as an
+  error: the caller gave up, memcached did not fail;
 - errors: ``error.type``, ``error.message`` and ``error.stack``. The exception
-  reaches the application unchanged. pymemcache's messages about an illegal key
-  quote the key: on the span, the quote is replaced by ``<redacted: ...>`` unless
-  ``memcached.query`` is enabled, and it is cut at 1000 characters;
-- ``memcached.query``: the command and the keys as sent (with ``key_prefix``),
+  reaches the application unchanged. Where a client's message quotes the key it
+  refused (pymemcache, pylibmc, python-memcached, aiomcache), the quote is replaced
+  on the span by ``<redacted: ...>`` unless ``memcached.query`` is enabled, and it
+  is cut at 1000 characters;
+- ``memcached.query``: the command and the keys as the app gave them (with a
+  client's ``key_prefix``),
   only when enabled. Never a value: ``raw_command`` keeps its first line only.
   It is cut at 1000 characters, and then ends with ``...``.
 

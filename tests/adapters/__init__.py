@@ -56,22 +56,22 @@ class Adapter:
         """The key as the client sends it to the server."""
         return key.encode()
 
-    # --- the generic operations -----------------------------------------------------
+    # --- the generic operations: python-memcached's API, which most clients share ----
     def set(self, client, key: str, value: bytes) -> Any:
-        raise NotImplementedError
+        return client.set(key, value)
 
     def get(self, client, key: str) -> Any:
         """The value, or None on a miss."""
-        raise NotImplementedError
+        return client.get(key)
 
     def get_many(self, client, keys: List[str]) -> Dict[str, bytes]:
-        raise NotImplementedError
+        return client.get_multi(keys)
 
     def delete(self, client, key: str) -> Any:
-        raise NotImplementedError
+        return client.delete(key)
 
     def incr(self, client, key: str, delta: int) -> Any:
-        raise NotImplementedError
+        return client.incr(key, delta)
 
     def call(self, op: str, client, *args) -> Any:
         return getattr(self, op)(client, *args)

@@ -32,20 +32,5 @@ class MemcacheAdapter(Adapter):
     def close(self, client):
         client.disconnect_all()
 
-    def set(self, client, key, value):
-        return client.set(key, value)
-
-    def get(self, client, key):
-        return client.get(key)
-
-    def get_many(self, client, keys):
-        return client.get_multi(keys)
-
-    def delete(self, client, key):
-        return client.delete(key)
-
-    def incr(self, client, key, delta):
-        return client.incr(key, delta)
-
 
 ADAPTER = MemcacheAdapter
