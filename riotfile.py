@@ -1,18 +1,24 @@
 """The test matrix, run with riot (``scripts/test`` runs all of it).
 
-Following dd-trace-py's library support policy: the oldest supported minor of each
-dependency, each minor after it, and the latest release, on every Python we support.
+Following dd-trace-py's library support policy: for each client, the oldest and latest
+minor of its current major released in the last two years, or its latest release when
+it has none; every Python we support is in some suite.
 
-- ``tests``: the suite on pymemcache 3.4 (before RetryingClient), 3.5 (before
-  raw_command) and latest, on Python 3.9 to 3.13, with the latest ddtrace; then ddtrace
-  3.19 (the oldest supported) and 4.0 on the oldest and newest Python.
+- ``tests``: the core and pymemcache (every test that needs no other client), on the
+  oldest and newest Python with the latest ddtrace; pymemcache 3.4 (below the gates of
+  RetryingClient, shutdown and raw_command); ddtrace 3.19 (the oldest supported) and 4.0.
+- one suite per other client (``client_suite``): the contract for that client, its own
+  tests and its real users (Django, dogpile.cache, cachelib, aiocache), with only that
+  client installed.
 - ``ddtrace-run``: the suite's process itself started by ``ddtrace-run``: no explicit
   patch, the integration must be there already (``tests/test_autopatch.py``).
-- ``snapshot``: the traces sent to the APM test agent against ``snapshots/``, on each
-  pymemcache, with one pinned ddtrace, since the snapshots hold ddtrace's own tags.
+- ``snapshot``: the traces sent to the APM test agent against ``snapshots/``, with every
+  client, and with pymemcache 3.4; one pinned ddtrace, since the snapshots hold ddtrace's
+  own tags.
 - ``wheel``: the built wheel in a fresh venv, under ddtrace-run (the artifact users get).
 - ``benchmarks``: a smoke run of ``benchmarks/`` (every variant, OpenTelemetry's too).
-- ``stress``: the long reliability runs.
+- ``canary``: the newest ddtrace, pre-releases included (reported, never blocking).
+- ``stress``: the long reliability runs, of every client (not in CI's run: ``scripts/test stress``).
 
 Commands run ``python -m pytest``: riot's ``python`` is the venv that holds this package
 (and its ``.pth`` hook), while the console scripts it installs run another interpreter.
@@ -76,10 +82,14 @@ venv = Venv(
         Venv(
             name="tests",
             command="python -m pytest -m '%s' {cmdargs}" % NOT_OWN_SUITES,
+            # The oldest and newest Python (the ones between run the client suites, the
+            # ddtrace-run, snapshot and canary suites); ddtrace 3.19 on the oldest, 4.0 on
+            # the newest.
             venvs=[
-                Venv(pys=PYTHONS, pkgs={"pymemcache": latest, "ddtrace": latest}),
+                Venv(pys=[PYTHONS[0], PYTHONS[-1]], pkgs={"pymemcache": latest, "ddtrace": latest}),
                 Venv(pys=[PYTHONS[0]], pkgs={"pymemcache": PYMEMCACHE_OLDEST, "ddtrace": latest}),
-                Venv(pys=[PYTHONS[0], PYTHONS[-1]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER}),
+                Venv(pys=[PYTHONS[0]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER[0]}),
+                Venv(pys=[PYTHONS[-1]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER[1]}),
             ],
         ),
         # pylibmc: no release in two years (1.6.3): the latest. PyPI has wheels up to
@@ -105,10 +115,7 @@ venv = Venv(
         client_suite(
             "memcache",
             "tests/test_memcache.py tests/test_frameworks_sync.py",
-            [
-                ("3.9", {"python-memcached": latest, "dogpile.cache": latest, "cachelib": latest}),
-                ("3.13", {"python-memcached": latest, "dogpile.cache": latest, "cachelib": latest}),
-            ],
+            [("3.13", {"python-memcached": latest, "dogpile.cache": latest, "cachelib": latest})],
         ),
         # python-binary-memcached: the oldest and the latest minor within two years
         # (0.31.4, 2025-01; the latest, 0.33, needs Python >= 3.10), with dogpile.cache.
@@ -120,15 +127,12 @@ venv = Venv(
                 ("3.13", {"python-binary-memcached": latest, "dogpile.cache": latest}),
             ],
         ),
-        # aiomcache: no release in two years (0.8.2, 2024-05): the latest on the newest Python
-        # and 0.8.0 (the floor: FlagClient) on the oldest, with its real users aiocache + aiohttp.
+        # aiomcache: no release in two years (0.8.2, 2024-05): the latest, with its real users
+        # aiocache + aiohttp.
         client_suite(
             "aiomcache",
             "tests/test_aiomcache.py tests/test_frameworks_async.py",
-            [
-                ("3.9", {"aiomcache": "==0.8.0", "aiocache": latest, "aiohttp": latest, "uvloop": latest}),
-                ("3.13", {"aiomcache": latest, "aiocache": latest, "aiohttp": latest, "uvloop": latest}),
-            ],
+            [("3.13", {"aiomcache": latest, "aiocache": latest, "aiohttp": latest, "uvloop": latest})],
         ),
         # emcache: 1.3.1 (2025-05) and 1.3.3 (2026-01, the latest): the releases within two
         # years; wheels for cp38-cp313 (1.3.1) and up to cp314 (1.3.3).

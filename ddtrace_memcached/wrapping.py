@@ -75,3 +75,27 @@ def wrap_all(targets: Iterable[Target]) -> None:
 def unwrap_all(targets: Iterable[Target]) -> None:
     for cls, method, _ in targets:
         unwrap(cls, method)
+
+
+class Replaced:
+    """Attributes replaced while patched (how a client module quiets ddtrace's built-in
+    integration for its client), each put back by :meth:`restore`, newest first."""
+
+    def __init__(self) -> None:
+        self._saved: list = []  # (object, attribute, value before)
+
+    def __bool__(self) -> bool:
+        return bool(self._saved)
+
+    def save(self, obj: Any, name: str, value: Any) -> None:
+        """Records that ``obj.name`` was ``value``, for an attribute changed elsewhere."""
+        self._saved.append((obj, name, value))
+
+    def set(self, obj: Any, name: str, value: Any) -> None:
+        self.save(obj, name, getattr(obj, name, None))
+        setattr(obj, name, value)
+
+    def restore(self) -> None:
+        while self._saved:
+            obj, name, value = self._saved.pop()
+            setattr(obj, name, value)

@@ -321,12 +321,7 @@ def unpatch() -> None:
 # - its ``patch()`` does nothing.
 # Unpatching puts everything back as it was, so the built-in resumes.
 
-_saved: list = []  # (object, attribute, value before we changed it)
-
-
-def _set(obj, name, value) -> None:
-    _saved.append((obj, name, getattr(obj, name, None)))
-    setattr(obj, name, value)
+_replaced = wrapping.Replaced()
 
 
 def _no_span(wrapped, instance, args, kwargs):
@@ -339,7 +334,7 @@ def _skip_patch(wrapped, instance, args, kwargs):
 
 
 def _silence_builtin() -> None:
-    if _saved:
+    if _replaced:
         return
     try:
         from ddtrace.contrib.internal.pylibmc import client as builtin_client
@@ -347,15 +342,13 @@ def _silence_builtin() -> None:
     except ImportError:
         return
     if getattr(pylibmc, "_datadog_patch", False):
-        _set(pylibmc, "_datadog_patch", False)
-        _set(pylibmc, "Client", Client)
-    _set(builtin_patch, "patch", wrapt.FunctionWrapper(builtin_patch.patch, _skip_patch))
+        _replaced.set(pylibmc, "_datadog_patch", False)
+        _replaced.set(pylibmc, "Client", Client)
+    _replaced.set(builtin_patch, "patch", wrapt.FunctionWrapper(builtin_patch.patch, _skip_patch))
     traced = getattr(builtin_client, "TracedClient", None)
     if traced is not None and "_span" in vars(traced) and hasattr(traced, "_no_span"):
-        _set(traced, "_span", wrapt.FunctionWrapper(vars(traced)["_span"], _no_span))
+        _replaced.set(traced, "_span", wrapt.FunctionWrapper(vars(traced)["_span"], _no_span))
 
 
 def _restore_builtin() -> None:
-    while _saved:
-        obj, name, value = _saved.pop()
-        setattr(obj, name, value)
+    _replaced.restore()

@@ -168,12 +168,7 @@ def unpatch() -> None:
 # - its ``patch()`` does nothing.
 # Unpatching puts everything back as it was, so the built-in resumes.
 
-_saved: list = []  # (object, attribute, value before we changed it)
-
-
-def _set(obj, name, value) -> None:
-    _saved.append((obj, name, getattr(obj, name, None)))
-    setattr(obj, name, value)
+_replaced = wrapping.Replaced()
 
 
 def _bypass_trace(wrapped, instance, args, kwargs):
@@ -187,7 +182,7 @@ def _skip_patch(wrapped, instance, args, kwargs):
 
 
 def _silence_builtin() -> None:
-    if _saved:
+    if _replaced:
         return
     # Importing the built-in's client module points HashClient at its proxy.
     client_class = HashClient.client_class
@@ -196,19 +191,18 @@ def _silence_builtin() -> None:
         from ddtrace.contrib.internal.pymemcache import patch as builtin_patch
     except ImportError:
         return
-    _saved.append((HashClient, "client_class", client_class))
+    _replaced.save(HashClient, "client_class", client_class)
     HashClient.client_class = Client
     if getattr(pymemcache, "_datadog_patch", False):
-        _set(pymemcache, "_datadog_patch", False)
-        _set(pymemcache.client.base, "Client", Client)
-        _set(pymemcache.client.hash, "Client", Client)
-        _set(pymemcache.client.hash, "HashClient", HashClient)
-    _set(builtin_patch, "patch", wrapt.FunctionWrapper(builtin_patch.patch, _skip_patch))
+        _replaced.set(pymemcache, "_datadog_patch", False)
+        _replaced.set(pymemcache.client.base, "Client", Client)
+        _replaced.set(pymemcache.client.hash, "Client", Client)
+        _replaced.set(pymemcache.client.hash, "HashClient", HashClient)
+    _replaced.set(builtin_patch, "patch", wrapt.FunctionWrapper(builtin_patch.patch, _skip_patch))
     base = builtin_client._WrapperBase
-    _set(base, "_trace_function_as_command", wrapt.FunctionWrapper(base._trace_function_as_command, _bypass_trace))
+    bypass = wrapt.FunctionWrapper(base._trace_function_as_command, _bypass_trace)
+    _replaced.set(base, "_trace_function_as_command", bypass)
 
 
 def _restore_builtin() -> None:
-    while _saved:
-        obj, name, value = _saved.pop()
-        setattr(obj, name, value)
+    _replaced.restore()
