@@ -167,12 +167,14 @@ venv = Venv(
             name="benchmarks",
             command="python -m pytest -m benchmark {cmdargs}",
             pys=["3.12"],
+            # Every client (a missing one has no row); pylibmc builds from source on 3.12.
             pkgs={
-                "pymemcache": latest,
+                **ALL_CLIENTS,
                 "ddtrace": latest,
                 "msgpack": latest,
                 "opentelemetry-instrumentation-pymemcache": latest,
                 "opentelemetry-sdk": latest,
+                "matplotlib": latest,
             },
         ),
         Venv(

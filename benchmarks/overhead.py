@@ -112,6 +112,8 @@ LABELS = {
 
 SELECTED = list(WORKLOADS)  # --workloads
 
+COLORS = {"ours": "C0", "builtin": "C1", "otel": "C2", "floor": "C3", "floor-wrapt": "C4", "ours-ref": "C5"}
+
 TARGETS = {"floor": 1.0, "floor_cpu": 1.05, "builtin": 0.6, "disabled_us": 1.0, "flat": 1.1}
 
 
@@ -690,8 +692,9 @@ def startup_table(startup: dict) -> str:
 
 
 def chart(results: dict, path: str) -> str:
-    """Per workload, what each variant adds per memcached command, with its interquartile
-    range (CPU time; instructions when only those were counted: exact, no range)."""
+    """Per workload, what each variant adds per memcached command: CPU time with its
+    interquartile range over the rounds, and instructions (exact: no range), each in
+    its own panel when measured."""
     try:
         import matplotlib
 
@@ -699,40 +702,42 @@ def chart(results: dict, path: str) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "no chart: matplotlib is not installed (the bench extra)"
+    panels = []
     if results["phases"].get("enabled"):
-        summary, ylabel = results["phases"]["enabled"]["summary"], "CPU µs added per memcached command"
-        scale, title = 1.0, "median of %d interleaved rounds, bars: interquartile range" % results["rounds"]
-    elif results.get("instructions", {}).get("enabled"):
-        summary, ylabel = results["instructions"]["enabled"], "k instructions added per memcached command"
-        scale, title = 1e-3, "callgrind instruction counts"
-    else:
+        title = "CPU time: median of %d interleaved rounds; bars: interquartile range" % results["rounds"]
+        panels.append((results["phases"]["enabled"]["summary"], "CPU µs added", 1.0, title))
+    if results.get("instructions", {}).get("enabled"):
+        title = "Instructions (callgrind): exact counts"
+        panels.append((results["instructions"]["enabled"], "k instructions added", 1e-3, title))
+    if not panels:
         return "no chart: nothing measured with the tracer enabled"
-    variants = [v for v in summary if v != "untraced"]
-    names = [n for n in WORKLOADS if n in summary["ours"]]
-    fig, ax = plt.subplots(figsize=(max(9, 0.75 * len(names)), 5))
-    width = 0.8 / len(variants)
-    for i, v in enumerate(variants):
-        xs, ys, errors = [], [], [[], []]
-        for j, n in enumerate(names):
-            if expected_spans(v, n) == 0:
-                continue  # the variant does not trace this client
-            per = scale / WORKLOADS[n][2]
-            s = summary[v][n]
-            xs.append(j + i * width)
-            ys.append(s["added"] * per)
-            quartiles = s.get("added_quartiles") or (s["added"], s["added"])
-            errors[0].append(max(0.0, (s["added"] - quartiles[0]) * per))
-            errors[1].append(max(0.0, (quartiles[1] - s["added"]) * per))
-        ax.bar(xs, ys, width, yerr=errors, capsize=2, label=LABELS[v])
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))])
-    ax.set_xticklabels([WORKLOADS[n][0] for n in names], rotation=35, ha="right", fontsize=7)
-    ax.set_ylabel(ylabel)
-    ax.set_title("What tracing adds to each memcached command (%s)" % title, fontsize=9)
-    ax.set_yscale("log")
-    ax.grid(axis="y", which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.text(0.01, 0.01, machine_line(results["machine"]), fontsize=6, alpha=0.7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    names = [n for n in WORKLOADS if n in panels[0][0]["ours"]]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(10, 0.7 * len(names)), 4.5 * len(panels)), squeeze=False)
+    for ax, (summary, ylabel, scale, title) in zip(axes[:, 0], panels):
+        variants = [v for v in summary if v != "untraced"]
+        width = 0.8 / len(variants)
+        for i, v in enumerate(variants):
+            xs, ys, errors = [], [], [[], []]
+            for j, n in enumerate(names):
+                if n not in summary[v] or expected_spans(v, n) == 0:
+                    continue  # the variant does not trace this client
+                per = scale / WORKLOADS[n][2]
+                s = summary[v][n]
+                low, high = s.get("added_quartiles") or (s["added"], s["added"])
+                xs.append(j + i * width)
+                ys.append(s["added"] * per)
+                errors[0].append(max(0.0, (s["added"] - low) * per))
+                errors[1].append(max(0.0, (high - s["added"]) * per))
+            ax.bar(xs, ys, width, yerr=errors, capsize=2, label=LABELS[v], color=COLORS.get(v))
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))])
+        ax.set_xticklabels([WORKLOADS[n][0] for n in names], rotation=35, ha="right", fontsize=7)
+        ax.set_ylabel(ylabel + " per memcached command", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, ncol=len(variants))
+    fig.suptitle("What tracing adds to each memcached command", fontsize=11)
+    fig.text(0.01, 0.005, machine_line(results["machine"]), fontsize=6, alpha=0.7)
+    fig.tight_layout(rect=(0, 0.015, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return "chart: %s" % path

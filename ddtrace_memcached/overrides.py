@@ -19,6 +19,8 @@ from typing import NamedTuple
 from typing import Optional
 import weakref
 
+from ddtrace.trace import tracer
+
 from . import wrapping
 
 log = logging.getLogger("ddtrace.contrib.memcached")
@@ -190,6 +192,8 @@ def run_within(scope: Scope, func: Callable, args: tuple, kwargs: dict) -> Any:
 @wrapping.ours
 def within(wrapped, instance, args, kwargs):
     """wrapt wrapper for outer clients' methods: their override covers the call."""
+    if not tracer.enabled:  # no span to cover
+        return wrapped(*args, **kwargs)
     outer = _scope.get()
     scope = _scope_of(instance, outer)
     if scope is outer:
@@ -238,6 +242,8 @@ def within_async(wrapped, instance, args, kwargs):
 
 
 async def _within_coroutine(wrapped, instance, args, kwargs):
+    if not tracer.enabled:  # no span to cover
+        return await wrapped(*args, **kwargs)
     outer = _scope.get()
     scope = _scope_of(instance, outer)
     if scope is outer:

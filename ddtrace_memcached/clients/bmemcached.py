@@ -25,6 +25,7 @@ from typing import Tuple
 
 import bmemcached
 import bmemcached.protocol
+from ddtrace.trace import tracer
 
 from .. import core
 from .. import overrides
@@ -156,6 +157,8 @@ def trace(cmd, wrapped, instance, args, kwargs):
 @wrapping.ours
 def within_command(resource, wrapped, instance, args, kwargs):
     """A client method: its overrides, and its name for the spans (the outermost wins)."""
+    if not tracer.enabled:  # no span to name
+        return wrapped(*args, **kwargs)
     if _COMMAND.get() is not None:
         return overrides.within(wrapped, instance, args, kwargs)
     token = _COMMAND.set(resource)

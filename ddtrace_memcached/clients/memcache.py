@@ -151,6 +151,8 @@ LIBRARY = Memcache()
 @wrapping.ours
 def trace(cmd, wrapped, instance, args, kwargs):
     """:func:`core.trace`, with a :class:`_Call` for the hooks below to report to."""
+    if not tracer.enabled:  # no span for the hooks to report to
+        return wrapped(*args, **kwargs)
     token = _CALL.set(_Call(cmd))
     try:
         return core.trace(LIBRARY, cmd, wrapped, instance, args, kwargs)

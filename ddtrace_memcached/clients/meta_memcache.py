@@ -28,6 +28,7 @@ from typing import Optional
 from typing import Tuple
 import weakref
 
+from ddtrace.trace import tracer
 import meta_memcache
 from meta_memcache.commands.high_level_commands import HighLevelCommandsMixin
 from meta_memcache.commands.meta_commands import MetaCommandsMixin
@@ -238,6 +239,8 @@ def within_call(cmd: Command, wrapped, instance, args, kwargs):
     """For the app-facing methods: names the executor's spans, and applies the client's
     overrides and Pin to them. The outermost call keeps its name; an inner client (a
     ``ClientWrapper``'s ``CacheClient``) still adds its own overrides."""
+    if not tracer.enabled:  # no span to name
+        return wrapped(*args, **kwargs)
     call = _CALL.get()
     token = _CALL.set((cmd if call is None else call[0], instance))
     try:
