@@ -154,10 +154,7 @@ def _start_span(library: Library, command: Command, instance: Any, args: tuple, 
             span.set_tag("span.kind", "client")
             span.set_tag("db.system", "memcached")
             if host is not None:
-                span.set_tag("out.host", host)
-                span.set_tag("server.address", host)
-                if port is not None:
-                    span.set_metric("network.destination.port", port)
+                tag_server(span, server)
             span.set_metric("_dd.measured", 1)
         if scope.attempt is not None:
             span.set_metric("memcached.retry.attempt", scope.attempt)
@@ -168,6 +165,15 @@ def _start_span(library: Library, command: Command, instance: Any, args: tuple, 
     except Exception:
         log.debug("could not tag the span of memcached %s", command.resource, exc_info=True)
     return span
+
+
+def tag_server(span, server: Any) -> None:
+    """Names ``server`` on ``span``, for a client that learns it only once the call runs."""
+    host, port = server_tags(server)
+    span.set_tag("out.host", host)
+    span.set_tag("server.address", host)
+    if port is not None:
+        span.set_metric("network.destination.port", port)
 
 
 def _finish(span, command: Command) -> None:

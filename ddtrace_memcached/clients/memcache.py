@@ -102,14 +102,6 @@ def address(host: Any) -> Any:
     return (host.ip, host.port)
 
 
-def _tag_host(span, host) -> None:
-    out_host, port = core.server_tags(address(host))
-    span.set_tag("out.host", out_host)
-    span.set_tag("server.address", out_host)
-    if port is not None:
-        span.set_metric("network.destination.port", port)
-
-
 class Memcache(core.Library):
     name = "memcache"
 
@@ -177,7 +169,7 @@ def on_get_server(wrapped, instance, args, kwargs):
                 if call.failure is None:
                     call.failure = (NO_LIVE_SERVER, "no live memcached server for the key")
             elif call.command.method not in _MULTI:
-                _tag_host(call.span, host)
+                core.tag_server(call.span, address(host))
         except Exception:
             log.debug("could not read the server of a memcache command", exc_info=True)
     return result
@@ -192,7 +184,7 @@ def on_map_keys(wrapped, instance, args, kwargs):
         try:
             hosts = list(result[0])
             if len(hosts) == 1:
-                _tag_host(call.span, hosts[0])
+                core.tag_server(call.span, address(hosts[0]))
             elif len(hosts) > 1:
                 call.span.set_metric("memcached.servers", len(hosts))
         except Exception:
