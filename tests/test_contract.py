@@ -17,8 +17,14 @@ import pytest
 from adapters import CLIENTS
 from adapters import holder
 from adapters import load
+from conftest import app
+from conftest import ddtrace_run
+from conftest import run_python
+from conftest import spans_of
 import ddtrace_memcached
 from servers import MemcachedProcess
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 SECRET = b"s3cr7-value-0f-the-app"
 
@@ -405,3 +411,38 @@ def test_traced_equals_untraced(adapter, spans, seed):
             server.stop()
     assert got == expected
     assert tracer.current_span() is None
+
+
+# --- the three entry points ----------------------------------------------------------
+
+ENTRY_POINTS = {
+    "ddtrace-run": ("", True),
+    "import-ddtrace-auto": ("import ddtrace.auto", False),
+    "ddtrace-patch": ("import ddtrace\n\nddtrace.patch(memcached=True)", False),
+}
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_every_entry_point_traces_the_client(adapter, memcached, entry):
+    """In a new interpreter, enabled as a user would: the client is imported after the
+    entry point ran (through the adapter), and its commands are our spans, once each."""
+    prelude, under_ddtrace_run = ENTRY_POINTS[entry]
+    body = """
+    import sys
+
+    sys.path.insert(0, %r)
+    from adapters import load
+
+    adapter = load(%r)
+    client = adapter.make([ADDRESS])
+    adapter.set(client, "k", b"v")
+    assert adapter.get(client, "k") == b"v"
+    adapter.close(client)
+    """ % (TESTS, adapter.client)
+    argv = ddtrace_run() if under_ddtrace_run else ()
+    env = adapter.auto_env if under_ddtrace_run or "auto" in entry else {}
+    spans = spans_of(run_python(app(body, memcached, prelude=prelude), env=env, argv_prefix=argv))
+    assert [(s["name"], s["resource"], s["component"]) for s in spans] == [
+        ("memcached.command", adapter.resources["set"], "memcached"),
+        ("memcached.command", adapter.resources["get"], "memcached"),
+    ], spans

@@ -36,6 +36,8 @@ class Adapter:
     # A key the client refuses before sending anything, and the exception type it raises.
     bad_key: Optional[str] = "bad key"
     bad_key_error: Optional[type] = None
+    # What an app of this client needs in its environment under ddtrace-run / ddtrace.auto.
+    auto_env: Dict[str, str] = {}
 
     def __init__(self):
         self.module = importlib.import_module(self.client)

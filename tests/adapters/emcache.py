@@ -28,6 +28,10 @@ class EmcacheAdapter(Adapter):
     client = "emcache"
     client_class = emcache.client._Client  # what create_client() returns
     bad_key_error = ValueError  # "Key has invalid charcters", raised before anything is sent
+    # ddtrace-run and ddtrace.auto unload the modules imported while they start when gevent
+    # is installed (DataDog/dd-trace-py#10550): asyncio is then loaded twice, and emcache's
+    # close() fails on the other copy's CancelledError, traced or not. ddtrace's own switch:
+    auto_env = {"DD_UNLOAD_MODULES_FROM_SITECUSTOMIZE": "0"}
 
     def make(self, servers, **options):
         options.setdefault("timeout", 1.0)
