@@ -77,7 +77,7 @@ def test_ddtrace_run_traces_every_command(memcached):
 
 
 def test_safe_instrumentation_accepts_the_supported_pymemcache(memcached):
-    """With DD_TRACE_SAFE_INSTRUMENTATION_ENABLED ddtrace checks get_version() against
+    """With DD_TRACE_SAFE_INSTRUMENTATION_ENABLED ddtrace checks get_versions() against
     _supported_versions() before patching; the installed pymemcache passes."""
     env = {"DD_TRACE_SAFE_INSTRUMENTATION_ENABLED": "true"}
     spans = spans_of(run_python(app(CLIENT_COMMANDS, memcached), env=env, argv_prefix=ddtrace_run()))
