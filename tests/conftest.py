@@ -1,4 +1,6 @@
-"""Fixtures: real memcached servers, a span recorder, and patching.
+"""Fixtures: real memcached servers, a span recorder, and patching; and what the test
+modules share (``from conftest import ...``): ddtrace's ``Pin``, span helpers, threads,
+asyncio tasks sharing a client, untraced-versus-traced runs, apps in subprocesses, snapshots.
 
 Servers are ``memcached`` processes on free 127.0.0.1 ports (fixed ones for the
 snapshot tests) and Datadog's APM test agent, started once per test session, or running
@@ -20,6 +22,7 @@ os.environ.setdefault("DD_INSTRUMENTATION_TELEMETRY_ENABLED", "false")
 os.environ.setdefault("DD_REMOTE_CONFIGURATION_ENABLED", "false")
 os.environ.setdefault("DD_CRASHTRACKING_ENABLED", "false")
 
+import asyncio  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
@@ -27,8 +30,10 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import textwrap  # noqa: E402
+import threading  # noqa: E402
 from typing import List  # noqa: E402
 
+import ddtrace  # noqa: E402
 from ddtrace.trace import TraceFilter  # noqa: E402
 from ddtrace.trace import tracer  # noqa: E402
 import pytest  # noqa: E402
@@ -36,6 +41,16 @@ import pytest  # noqa: E402
 from servers import MemcachedProcess  # noqa: E402
 from servers import TestAgent  # noqa: E402
 from servers import free_port  # noqa: E402
+
+# ddtrace's Pin, for the test modules: private from ddtrace 4, deprecated in ddtrace.trace before.
+if int(ddtrace.__version__.split(".")[0]) >= 4:
+    from ddtrace._trace.pin import Pin  # noqa: F401
+else:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from ddtrace.trace import Pin  # noqa: F401
 
 
 def _from_env_or_start(request, n: int) -> List:
@@ -163,6 +178,98 @@ def command_enabled():
     config.memcached["command_enabled"] = False
 
 
+# --- spans, threads, tasks -----------------------------------------------------------
+
+
+def host_of(span) -> tuple:
+    """The (host, port) that a span names: ``out.host`` and ``network.destination.port``."""
+    return (span.get_tag("out.host"), span.get_metric("network.destination.port"))
+
+
+def untraced_and_traced(run) -> tuple:
+    """``run()`` unpatched, then patched (for that call only): what the app sees, both ways."""
+    import ddtrace_memcached
+
+    untraced = run()
+    ddtrace_memcached.patch()
+    try:
+        traced = run()
+    finally:
+        ddtrace_memcached.unpatch()
+    return untraced, traced
+
+
+def run_threads(target, count):
+    """Starts ``count`` threads on ``target(n)`` together; returns their results by n."""
+    barrier = threading.Barrier(count)
+    results, failures = {}, []
+
+    def run(n):
+        barrier.wait()
+        try:
+            results[n] = target(n)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            failures.append((n, exc))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures, failures
+    assert sorted(results) == list(range(count))
+    return results
+
+
+# asyncio clients (aiomcache, emcache): WORKER_TASKS tasks share one client, each under a
+# root span of its own, each with CALLS_PER_WORKER commands gathered at once.
+WORKER_TASKS = 5
+CALLS_PER_WORKER = 20
+
+
+async def _worker(client, n):
+    with tracer.trace("worker", resource=str(n)) as root:
+        calls = []
+        for i in range(CALLS_PER_WORKER):
+            key = b"w%d-%d" % (n, i)
+            calls.append(client.set(key, b"v") if i % 2 == 0 else client.get(key))
+        await asyncio.gather(*calls)
+        assert tracer.current_span() is root
+    return root
+
+
+async def _unrelated(stop: asyncio.Event, seen: list):
+    while not stop.is_set():
+        seen.append(tracer.current_span())
+        await asyncio.sleep(0)
+
+
+async def gather_workers(client) -> list:
+    """Runs the worker tasks on ``client`` (``set`` and ``get`` of bytes keys), then closes
+    it; a task of no trace runs meanwhile and must see no span. Returns the tasks' roots."""
+    stop, seen = asyncio.Event(), []
+    watcher = asyncio.ensure_future(_unrelated(stop, seen))
+    try:
+        roots = await asyncio.gather(*(_worker(client, n) for n in range(WORKER_TASKS)))
+    finally:
+        stop.set()
+        await watcher
+        await client.close()
+    assert seen and set(seen) == {None}  # nothing leaks into an unrelated task
+    assert tracer.current_span() is None
+    return roots
+
+
+def assert_each_under_its_worker(found, *rounds) -> None:
+    """``found`` are the spans of the :func:`gather_workers` ``rounds`` (each a list of roots):
+    every root has exactly its own commands as children, finished, in its trace."""
+    assert len(found) == len(rounds) * WORKER_TASKS * CALLS_PER_WORKER
+    for root in (root for roots in rounds for root in roots):
+        mine = [s for s in found if s.parent_id == root.span_id]
+        assert len(mine) == CALLS_PER_WORKER, root.resource
+        assert all(s.trace_id == root.trace_id and s.finished for s in mine), root.resource
+
+
 # --- apps in subprocesses -----------------------------------------------------------
 
 
@@ -265,6 +372,23 @@ SNAPSHOT_SILENT_PORT = 21218
 SNAPSHOT_SOCKET = "/tmp/ddtrace-memcached-snapshots/memcached.sock"
 # Holds paths and line numbers: the unit tests check it instead.
 SNAPSHOT_REMOVES = ("meta.error.stack",)
+
+
+def snapshot_server_strings(unix_prefix: str = "") -> str:
+    """App code naming the snapshot servers as ``host:port`` strings (pylibmc, bmemcached,
+    python-memcached): SERVER, the three NODES, SOCKET (the socket's path after
+    ``unix_prefix``) and DEAD, where nothing listens."""
+    return """
+SERVER = "127.0.0.1:{port}"
+NODES = {nodes!r}
+SOCKET = {socket!r}
+DEAD = "127.0.0.1:{dead}"
+""".format(
+        port=SNAPSHOT_PORTS[0],
+        nodes=["127.0.0.1:%d" % port for port in SNAPSHOT_PORTS],
+        socket=unix_prefix + SNAPSHOT_SOCKET,
+        dead=SNAPSHOT_DEAD_PORT,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ unchanged; a dead or killed server is an error span; no span or task is left beh
 
 import asyncio
 import inspect
-import threading
 
 import pytest
 
@@ -20,6 +19,9 @@ from aiomcache.exceptions import ValidationException  # noqa: E402
 from ddtrace.trace import tracer  # noqa: E402
 import wrapt  # noqa: E402
 
+from conftest import assert_each_under_its_worker  # noqa: E402
+from conftest import gather_workers  # noqa: E402
+from conftest import run_threads  # noqa: E402
 import ddtrace_memcached  # noqa: E402
 from ddtrace_memcached.clients import aiomcache as integration  # noqa: E402
 from servers import MemcachedProcess  # noqa: E402
@@ -34,10 +36,6 @@ def address(memcached):
 
 async def _client(address, **options):
     return aiomcache.Client(address[0], address[1], **options)
-
-
-def ours(spans):
-    return spans.memcached()
 
 
 def assert_server(span, address):
@@ -80,7 +78,7 @@ async def test_each_command_is_one_span(address, spans, patched, method, call, e
         assert await call(client) == expected
     finally:
         await client.close()
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.resource == resource and span.name == "memcached.command" and span.error == 0
     assert_server(span, address)
     assert span.get_metric("db.row_count") == rows
@@ -108,7 +106,7 @@ async def test_gets_cas_stats_version(address, spans, patched):
         assert await client.version()
     finally:
         await client.close()
-    found = ours(spans)
+    found = spans.memcached()
     assert [s.resource for s in found] == ["set", "gets", "gets", "cas", "get", "stats", "version"]
     assert [s.get_metric("db.row_count") for s in found if s.resource in ("gets", "get")] == [1, 0, 0]
     for span in found:
@@ -133,7 +131,7 @@ async def test_flag_client_is_traced(address, spans, patched):
         assert await client.get(b"k") == "text"
     finally:
         await client.close()
-    assert [s.resource for s in ours(spans)] == ["set", "get"]
+    assert [s.resource for s in spans.memcached()] == ["set", "get"]
 
 
 def test_pool_attributes_of_released_and_main_branch():
@@ -158,98 +156,43 @@ async def test_span_starts_when_awaited_under_the_awaiting_span(address, spans, 
     client = await _client(address)
     try:
         coro = client.set(b"k", b"v")  # created outside any span
-        assert ours(spans) == []
+        assert spans.memcached() == []
         with tracer.trace("app.step") as step:
             await coro
         never_awaited = client.get(b"k")
         never_awaited.close()  # never started: no span
     finally:
         await client.close()
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.parent_id == step.span_id and span.trace_id == step.trace_id
     assert span.start >= step.start
 
 
 # --- concurrency ---------------------------------------------------------------------------
 
-TASKS = 5
-PER_TASK = 20
-
-
-async def _worker(client, n):
-    with tracer.trace("worker", resource=str(n)) as root:
-        calls = []
-        for i in range(PER_TASK):
-            key = b"w%d-%d" % (n, i)
-            calls.append(client.set(key, b"v") if i % 2 == 0 else client.get(key))
-        await asyncio.gather(*calls)
-        assert tracer.current_span() is root
-    return root
-
-
-async def _unrelated(stop: asyncio.Event, seen: list):
-    while not stop.is_set():
-        seen.append(tracer.current_span())
-        await asyncio.sleep(0)
-
-
-def assert_each_under_its_worker(spans, roots):
-    found = ours(spans)
-    assert len(found) == TASKS * PER_TASK
-    for root in roots:
-        mine = [s for s in found if s.parent_id == root.span_id]
-        assert len(mine) == PER_TASK, root.resource
-        assert all(s.trace_id == root.trace_id and s.finished for s in mine)
+# Tasks under spans of their own share a client (see conftest.gather_workers).
 
 
 async def _gather_workers(address):
-    client = await _client(address, pool_size=4)
-    stop, seen = asyncio.Event(), []
-    watcher = asyncio.ensure_future(_unrelated(stop, seen))
-    try:
-        roots = await asyncio.gather(*(_worker(client, n) for n in range(TASKS)))
-    finally:
-        stop.set()
-        await watcher
-        await client.close()
-    assert seen and set(seen) == {None}  # nothing leaks into an unrelated task
-    assert tracer.current_span() is None
-    return roots
+    return await gather_workers(await _client(address, pool_size=4))
 
 
 @pytest.mark.asyncio
 async def test_gather_100_commands_in_5_tasks(address, spans, patched):
     roots = await _gather_workers(address)
-    assert_each_under_its_worker(spans, roots)
+    assert_each_under_its_worker(spans.memcached(), roots)
 
 
 def test_uvloop(address, spans, patched):
     uvloop = pytest.importorskip("uvloop")
     roots = uvloop.run(_gather_workers(address))
-    assert_each_under_its_worker(spans, roots)
+    assert_each_under_its_worker(spans.memcached(), roots)
 
 
 def test_event_loops_in_threads(address, spans, patched):
     """A loop per thread, each with its own client: spans stay in their thread's trace."""
-    results, failures = {}, []
-
-    def run(n):
-        try:
-            results[n] = asyncio.run(_gather_workers(address))
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not failures, failures
-    found = ours(spans)
-    assert len(found) == 3 * TASKS * PER_TASK
-    for roots in results.values():
-        for root in roots:
-            assert len([s for s in found if s.parent_id == root.span_id]) == PER_TASK
+    results = run_threads(lambda n: asyncio.run(_gather_workers(address)), 3)
+    assert_each_under_its_worker(spans.memcached(), *results.values())
 
 
 # --- cancellation and timeouts -----------------------------------------------------------------
@@ -268,7 +211,7 @@ async def test_wait_for_timeout_finishes_the_span(silent_server, spans, patched)
                 await asyncio.wait_for(client.get(b"k"), 0.2)
     finally:
         await client.close()
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.finished and span.parent_id == parent.span_id
     assert span.error == 0 and span.get_tag("memcached.cancelled") == "true"
     assert span.get_tag("error.type") is None
@@ -293,7 +236,7 @@ async def test_task_cancel_finishes_the_span_and_reraises(silent_server, spans, 
         await task
     assert task.cancelled()
     await client.close()
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.finished and span.error == 0 and span.get_tag("memcached.cancelled") == "true"
 
 
@@ -312,7 +255,7 @@ async def test_cancelled_mid_gather_others_complete(address, silent_server, span
         await good.close()
         await silent.close()
     assert isinstance(results[0], asyncio.TimeoutError) and results[1:] == [True] * 10
-    found = ours(spans)
+    found = spans.memcached()
     assert len(found) == 11 and all(s.finished for s in found)
     assert [s.get_tag("memcached.cancelled") for s in found].count("true") == 1
 
@@ -326,7 +269,7 @@ async def test_coroutine_closed_unfinished_finishes_the_span(silent_server, span
     coro.send(None)  # runs it up to its first wait: the span has started
     coro.close()
     await client.close()
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.finished and span.error == 0 and span.get_tag("memcached.cancelled") == "true"
 
 
@@ -355,7 +298,7 @@ async def test_server_error_is_an_error_span_and_the_same_exception(address, spa
             await client.incr(b"missing")  # NOT_FOUND raises, whatever its docstring says
     finally:
         await client.close()
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.error == 1
     assert span.get_tag("error.type").endswith("ClientException")
     assert span.get_tag("error.message") == str(raised.value)
@@ -369,7 +312,7 @@ async def test_dead_server(dead_address, spans, patched):
             await client.get(b"k")
     finally:
         await client.close()
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.error == 1 and span.get_tag("error.type").endswith("ConnectionRefusedError")
     assert_server(span, dead_address)
 
@@ -402,7 +345,7 @@ async def test_server_killed_then_restarted(spans, patched):
     finally:
         server.stop()
     assert outcomes == [True] * 5 + [ConnectionRefusedError] * 5 + [True] * 5
-    found = ours(spans)
+    found = spans.memcached()
     assert len(found) == 15 and all(s.finished for s in found)
     assert [s.error for s in found] == [0] * 5 + [1] * 5 + [0] * 5
     assert tracer.current_span() is None
@@ -422,7 +365,7 @@ async def test_bad_keys_are_redacted_unless_enabled(address, spans, patched, key
     finally:
         config.memcached["command_enabled"] = False
         await client.close()
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.error == 1 and span.finished
     quoted = repr(key)
     assert quoted in str(raised.value)  # the app's exception is left as it is
@@ -440,7 +383,7 @@ async def test_keys_in_query_only_when_enabled(address, spans, patched, command_
         await client.multi_get(b"the-key", b"other")
     finally:
         await client.close()
-    assert [s.get_tag("memcached.query") for s in ours(spans)] == ["set the-key", "get_many the-key other"]
+    assert [s.get_tag("memcached.query") for s in spans.memcached()] == ["set the-key", "get_many the-key other"]
 
 
 @pytest.mark.asyncio
@@ -451,7 +394,7 @@ async def test_override_on_the_client(address, spans, patched):
         await client.set(b"k", b"v")
     finally:
         await client.close()
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.service == "sessions" and span.get_tag("team") == "web"
 
 
@@ -465,7 +408,7 @@ async def test_unpatch_restores_coroutine_functions(address, spans):
     client = await _client(address)
     await client.set(b"k", b"v")
     await client.close()
-    assert ours(spans) == []
+    assert spans.memcached() == []
 
 
 # --- stability ------------------------------------------------------------------------------------
@@ -488,7 +431,7 @@ async def _run_many(address, n):
 @pytest.mark.asyncio
 async def test_no_span_or_task_leak(address, spans, patched, n):
     await _run_many(address, n)
-    found = ours(spans)
+    found = spans.memcached()
     assert len(found) == n and all(s.finished for s in found)
     assert tracer.current_span() is None
     spans.spans.clear()

@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 
 import pytest
 
@@ -21,9 +20,13 @@ bmemcached = pytest.importorskip("bmemcached")
 
 from bmemcached.exceptions import MemcachedException  # noqa: E402
 from ddtrace.trace import tracer  # noqa: E402
-from test_contract import Pin  # noqa: E402
 
 from adapters import holder  # noqa: E402
+from adapters import spec  # noqa: E402
+from conftest import Pin  # noqa: E402
+from conftest import host_of  # noqa: E402
+from conftest import run_threads  # noqa: E402
+from conftest import untraced_and_traced  # noqa: E402
 import ddtrace_memcached  # noqa: E402
 from ddtrace_memcached.clients.bmemcached import VERSION  # noqa: E402
 from servers import MemcachedProcess  # noqa: E402
@@ -31,21 +34,9 @@ from servers import free_port  # noqa: E402
 from servers import wait_until_serving  # noqa: E402
 
 
-def spec(address):
-    return address if isinstance(address, str) else "%s:%d" % address
-
-
 def make(*addresses, cls=None, **options):
     options.setdefault("socket_timeout", 2)
     return (cls or bmemcached.Client)([spec(a) for a in addresses], **options)
-
-
-def ours(spans):
-    return spans.memcached()
-
-
-def host_of(span):
-    return (span.get_tag("out.host"), span.get_metric("network.destination.port"))
 
 
 # --- every command -------------------------------------------------------------------
@@ -77,8 +68,8 @@ def test_each_command_is_one_span_on_its_server(memcached, spans, patched, resou
     result = call(c)
     if expected is not None:
         assert result == expected
-    found = [s for s in ours(spans) if s.resource == resource]
-    assert len(found) == 1, [s.resource for s in ours(spans)]
+    found = [s for s in spans.memcached() if s.resource == resource]
+    assert len(found) == 1, [s.resource for s in spans.memcached()]
     assert host_of(found[0]) == memcached and found[0].error == 0
 
 
@@ -89,8 +80,8 @@ def test_cas_variants_since_0_32(memcached, spans, patched):
     assert ok is True and cas
     assert c.get("k", get_cas=True) == (b"v", cas)
     assert set(c.set_multi_cas({"a": b"1"})) == {"a"}
-    assert [s.resource for s in ours(spans)] == ["set", "get", "set_multi_cas"]
-    assert ours(spans)[1].get_metric("db.row_count") == 1
+    assert [s.resource for s in spans.memcached()] == ["set", "get", "set_multi_cas"]
+    assert spans.memcached()[1].get_metric("db.row_count") == 1
 
 
 def test_row_counts_stored_none_and_falsy(memcached, spans, patched):
@@ -102,7 +93,7 @@ def test_row_counts_stored_none_and_falsy(memcached, spans, patched):
     assert c.get("missing", "default") == "default"
     assert c.gets("missing") == (None, None)
     assert c.get_multi(["zero", "empty", "missing"]) == {"zero": 0, "empty": b""}
-    counts = [s.get_metric("db.row_count") for s in ours(spans)]
+    counts = [s.get_metric("db.row_count") for s in spans.memcached()]
     assert counts == [1, 1, 1, 0, 0, 2]
 
 
@@ -114,8 +105,8 @@ def test_replicating_client_one_span_per_replica(memcached_nodes, spans, patched
     assert c.set("k", b"v") is True
     assert c.get("k") == b"v"
     assert c.get("missing") is None
-    sets = [s for s in ours(spans) if s.resource == "set"]
-    gets = [s for s in ours(spans) if s.resource == "get"]
+    sets = [s for s in spans.memcached() if s.resource == "set"]
+    gets = [s for s in spans.memcached() if s.resource == "get"]
     assert sorted(host_of(s) for s in sets) == sorted(memcached_nodes)
     # A hit is served by the first replica; a miss asks every one.
     assert [host_of(s) for s in gets] == [memcached_nodes[0]] + list(memcached_nodes)
@@ -131,7 +122,7 @@ def test_distributed_client_spans_name_each_keys_node(memcached_nodes, spans, pa
     assert c.get_multi(keys) == {k: b"v" for k in keys}
     assert c.delete_multi(keys) is True
     for resource in ("get_many", "delete_many"):
-        found = [s for s in ours(spans) if s.resource == resource]
+        found = [s for s in spans.memcached() if s.resource == resource]
         assert len(found) > 1
         sent = []
         for span in found:  # each node's span lists the keys sent to it, and they are all there
@@ -139,7 +130,7 @@ def test_distributed_client_spans_name_each_keys_node(memcached_nodes, spans, pa
             assert {holders[k] for k in span_keys} == {host_of(span)}
             sent += span_keys
         assert sorted(sent) == sorted(keys)
-    gets = [s for s in ours(spans) if s.resource == "get_many"]
+    gets = [s for s in spans.memcached() if s.resource == "get_many"]
     assert sum(s.get_metric("db.row_count") for s in gets) == len(keys)
 
 
@@ -147,7 +138,7 @@ def test_distributed_get_names_the_holder(memcached_nodes, spans, patched):
     c = make(*memcached_nodes, cls=bmemcached.DistributedClient)
     for i in range(10):
         c.set("key-%d" % i, b"v")
-    for i, span in enumerate(ours(spans)):
+    for i, span in enumerate(spans.memcached()):
         assert host_of(span) == holder(memcached_nodes, ("key-%d" % i).encode())
 
 
@@ -155,11 +146,11 @@ def test_a_dead_replica_shows_on_its_own_span(memcached, dead_address, spans, pa
     c = make(dead_address, memcached)
     assert c.set("k", b"v") is True  # any() of the replicas
     assert c.get("k") == b"v"
-    dead_set, live_set = [s for s in ours(spans) if s.resource == "set"]
+    dead_set, live_set = [s for s in spans.memcached() if s.resource == "set"]
     assert host_of(dead_set) == dead_address and dead_set.error == 1
     assert dead_set.get_tag("error.type") == "ConnectionRefusedError"
     assert host_of(live_set) == memcached and live_set.error == 0
-    dead_get, live_get = [s for s in ours(spans) if s.resource == "get"]
+    dead_get, live_get = [s for s in spans.memcached() if s.resource == "get"]
     assert dead_get.error == 1 and "Delaying reconnection attempt" in dead_get.get_tag("error.message")
     assert live_get.error == 0 and live_get.get_metric("db.row_count") == 1
 
@@ -171,14 +162,9 @@ def test_dead_server_same_results_and_error_spans(dead_address, spans):
     def calls(c):
         return [c.set("k", b"v"), c.get("k", "d"), c.incr("n", 1), c.get_multi(["k"]), c.set_multi({"k": b"1"})]
 
-    expected = calls(make(dead_address))
-    ddtrace_memcached.patch()
-    try:
-        got = calls(make(dead_address))
-    finally:
-        ddtrace_memcached.unpatch()
+    expected, got = untraced_and_traced(lambda: calls(make(dead_address)))
     assert got == expected == [False, "d", 0, {}, ["k"]]
-    assert len(ours(spans)) == 5 and all(s.error == 1 for s in ours(spans))
+    assert len(spans.memcached()) == 5 and all(s.error == 1 for s in spans.memcached())
     assert tracer.current_span() is None
 
 
@@ -191,14 +177,14 @@ def test_server_killed_mid_run(spans, patched):
         assert c.get("k") is None
     finally:
         server.stop()
-    ok, dead = ours(spans)
+    ok, dead = spans.memcached()
     assert ok.error == 0 and dead.error == 1 and dead.get_metric("db.row_count") == 0
 
 
 def test_timeout_is_an_error_span(silent_server, spans, patched):
     c = make(silent_server, socket_timeout=0.3)
     assert c.get("k") is None
-    span = ours(spans)[0]
+    span = spans.memcached()[0]
     assert span.error == 1 and span.get_tag("error.message") == "timed out"
 
 
@@ -207,13 +193,13 @@ def test_server_error_is_reraised_as_it_is(memcached, spans, patched):
     c.set("text", "abc")
     with pytest.raises(MemcachedException) as raised:
         c.incr("text", 1)
-    span = ours(spans)[-1]
+    span = spans.memcached()[-1]
     assert span.error == 1 and span.get_tag("error.type") == "bmemcached.exceptions.MemcachedException"
     assert span.get_tag("error.message") == str(raised.value)
     with pytest.raises(MemcachedException):
         c.set("x" * 300, b"v")  # refused by the server; it also closes the socket
     assert c.get("k") is None  # bmemcached then fails once, silently
-    assert ours(spans)[-1].error == 1
+    assert spans.memcached()[-1].error == 1
     assert tracer.current_span() is None
 
 
@@ -222,12 +208,12 @@ def test_keys_only_when_enabled(memcached, spans, patched, command_enabled):
     c.set("the-key", b"the-value")
     c.gets("the-key")
     c.get_multi(["the-key", "other"])
-    assert [s.get_tag("memcached.query") for s in ours(spans)] == [
+    assert [s.get_tag("memcached.query") for s in spans.memcached()] == [
         "set the-key",
         "gets the-key",
         "get_many the-key other",
     ]
-    assert "the-value" not in str([s.get_tags() for s in ours(spans)])
+    assert "the-value" not in str([s.get_tags() for s in spans.memcached()])
 
 
 # --- SASL ------------------------------------------------------------------------------
@@ -271,7 +257,7 @@ def test_sasl_authenticated_client_is_traced(sasl_memcached, spans, patched):
     c = make(sasl_memcached, username=SASL_USER, password=SASL_PASSWORD)
     assert c.set("k", b"v") is True
     assert c.get("k") == b"v"
-    found = ours(spans)
+    found = spans.memcached()
     assert [s.resource for s in found] == ["set", "get"]
     assert all(host_of(s) == sasl_memcached and s.error == 0 for s in found)
     assert SASL_PASSWORD not in str([s.get_tags() for s in found])
@@ -285,38 +271,16 @@ def test_sasl_bad_credentials_same_error_and_an_error_span(sasl_memcached, spans
             return exc
         return None
 
-    expected = attempt()
-    ddtrace_memcached.patch()
-    try:
-        got = attempt()
-    finally:
-        ddtrace_memcached.unpatch()
+    expected, got = untraced_and_traced(attempt)
     assert isinstance(expected, MemcachedException)
     assert (type(got), str(got), got.code) == (type(expected), str(expected), expected.code)
-    span = ours(spans)[0]
+    span = spans.memcached()[0]
     assert span.resource == "set" and span.error == 1
     assert span.get_tag("error.type") == "bmemcached.exceptions.MemcachedException"
     assert "wrong" not in str(span.get_tags())
 
 
 # --- threads: Protocol is a threading.local ------------------------------------------------
-
-
-def _in_threads(n, func):
-    errors = []
-
-    def run(i):
-        try:
-            func(i)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
 
 
 @pytest.mark.parametrize("cls", ["ReplicatingClient", "DistributedClient"])
@@ -330,8 +294,8 @@ def test_override_and_pin_reach_spans_from_every_thread(memcached, spans, patche
         assert overridden.set("t%d" % i, b"v") is True
         assert pinned.get("t%d" % i) == b"v"
 
-    _in_threads(4, work)
-    found = ours(spans)
+    run_threads(work, 4)
+    found = spans.memcached()
     assert len(found) == 8
     for span in found:
         if span.resource == "get":
@@ -343,12 +307,12 @@ def test_override_and_pin_reach_spans_from_every_thread(memcached, spans, patche
 def test_override_and_pin_on_a_protocol_are_seen_from_other_threads(memcached, spans, patched):
     c = make(memcached)
     ddtrace_memcached.override(next(c.servers), service="one-server")
-    _in_threads(2, lambda i: c.set("k%d" % i, b"v"))
+    run_threads(lambda i: c.set("k%d" % i, b"v"), 2)
     pinned = make(memcached)
     Pin.override(next(pinned.servers), tags={"pinned": "yes"})
-    _in_threads(2, lambda i: pinned.get("k%d" % i))
-    assert [s.service for s in ours(spans)] == ["one-server", "one-server", "memcached", "memcached"]
-    assert [s.get_tag("pinned") for s in ours(spans)] == [None, None, "yes", "yes"]
+    run_threads(lambda i: pinned.get("k%d" % i), 2)
+    assert [s.service for s in spans.memcached()] == ["one-server", "one-server", "memcached", "memcached"]
+    assert [s.get_tag("pinned") for s in spans.memcached()] == [None, None, "yes", "yes"]
 
 
 # --- clients ---------------------------------------------------------------------------
@@ -363,7 +327,7 @@ def test_subclass_overriding_a_command_makes_one_span_named_after_it(memcached, 
     assert isinstance(c, bmemcached.DistributedClient)
     c.set("app:k", b"v")
     assert c.get("k") == b"v"
-    assert [s.resource for s in ours(spans)] == ["set", "get"]
+    assert [s.resource for s in spans.memcached()] == ["set", "get"]
 
 
 @pytest.mark.parametrize("n", [pytest.param(300, id="300"), pytest.param(10_000, id="10k", marks=pytest.mark.stress)])
@@ -378,7 +342,7 @@ def test_many_commands_then_unpatch_restores_bmemcached(memcached, spans, n):
             c.get_multi(["k%d" % (i % 20), "missing"])
     finally:
         ddtrace_memcached.unpatch()
-    assert len(ours(spans)) == 2 * n and all(s.finished for s in ours(spans))
+    assert len(spans.memcached()) == 2 * n and all(s.finished for s in spans.memcached())
     assert {name: vars(protocol)[name] for name in original} == original
     assert "_datadog_pin" not in vars(protocol)
     assert "get" not in vars(bmemcached.ReplicatingClient) or not hasattr(
@@ -401,8 +365,8 @@ def test_no_value_or_password_in_any_tag(memcached, spans, patched, command_enab
     c.set_multi({"a": SECRET, "b": {"nested": SECRET}})
     c.get_multi(["a", "b", "k"])
     c.get("k")
-    assert len(ours(spans)) == 8
-    for span in ours(spans):
+    assert len(spans.memcached()) == 8
+    for span in spans.memcached():
         assert SECRET not in str(span.get_tags()) + str(span.get_metrics())
         assert span.get_tag("memcached.query")
 
@@ -410,5 +374,5 @@ def test_no_value_or_password_in_any_tag(memcached, spans, patched, command_enab
 def test_dead_server_error_never_shows_the_password(dead_address, spans, patched):
     c = make(dead_address, username="user", password=SECRET)
     assert c.set("k", b"v") is False
-    span = ours(spans)[0]
+    span = spans.memcached()[0]
     assert span.error == 1 and SECRET not in str(span.get_tags())

@@ -17,7 +17,6 @@ import contextvars
 import functools
 import json
 import os
-import threading
 
 from ddtrace.trace import tracer
 from pymemcache.client.base import PooledClient
@@ -26,6 +25,7 @@ import pytest
 
 from conftest import ddtrace_run
 from conftest import run_python
+from conftest import run_threads
 import ddtrace_memcached
 from ddtrace_memcached.clients.pymemcache import HAS_RETRYING_CLIENT
 
@@ -40,28 +40,6 @@ def children_of(spans, parent):
     mine = [s for s in spans if s.parent_id == parent.span_id]
     assert all(s.trace_id == parent.trace_id for s in mine)
     return mine
-
-
-def run_threads(target, count):
-    """Starts ``count`` threads on ``target(n)`` together; returns their results by n."""
-    barrier = threading.Barrier(count)
-    results, failures = {}, []
-
-    def run(n):
-        barrier.wait()
-        try:
-            results[n] = target(n)
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            failures.append((n, exc))
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not failures, failures
-    assert sorted(results) == list(range(count))
-    return results
 
 
 # --- threads --------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ joins by adding its adapter (``tests/adapters``); its own quirks get tests of th
 import os
 import random
 
-import ddtrace
 from ddtrace.trace import tracer
 import pytest
 
 from adapters import CLIENTS
 from adapters import holder
 from adapters import load
+from conftest import Pin
 from conftest import app
 from conftest import ddtrace_run
 from conftest import run_python
@@ -27,15 +27,6 @@ from servers import MemcachedProcess
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
 SECRET = b"s3cr7-value-0f-the-app"
-
-if int(ddtrace.__version__.split(".")[0]) >= 4:
-    from ddtrace._trace.pin import Pin
-else:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from ddtrace.trace import Pin
 
 
 def _installed(client):
@@ -64,20 +55,16 @@ def client(adapter, memcached, patched):
     adapter.close(c)
 
 
-def ours(spans):
-    return spans.memcached()
-
-
 def commands(spans):
     """Our spans of whole commands: without the per-node round trips that some clients'
     multi-key commands show as their children (each counts its own node's keys)."""
-    found = ours(spans)
+    found = spans.memcached()
     ids = {s.span_id for s in found}
     return [s for s in found if s.parent_id not in ids]
 
 
 def one_span(spans):
-    found = ours(spans)
+    found = spans.memcached()
     assert len(found) == 1, [(s.resource, s.get_tags()) for s in found]
     return found[0]
 
@@ -129,7 +116,7 @@ def test_unix_socket_host_is_its_path(adapter, memcached_unix, spans, patched):
         assert adapter.get(c, "k") == b"v"
     finally:
         adapter.close(c)
-    found = ours(spans)
+    found = spans.memcached()
     assert [s.resource for s in found] == [adapter.resources["set"], adapter.resources["get"]]
     for span, op in zip(found, ["set", "get"]):
         assert_common(span, adapter, op, memcached_unix)
@@ -145,7 +132,7 @@ def test_get_row_count_hit_miss_and_falsy_values(adapter, client, spans):
     for i, value in enumerate(adapter.values):
         assert adapter.get(client, "k%d" % i) == value
     assert adapter.get(client, "missing") is None
-    counts = [s.get_metric("db.row_count") for s in ours(spans)]
+    counts = [s.get_metric("db.row_count") for s in spans.memcached()]
     assert counts == [1] * len(adapter.values) + [0]
 
 
@@ -170,7 +157,7 @@ def test_host_is_the_server_that_holds_the_key(adapter, memcached_nodes, spans, 
             adapter.set(c, key, b"v")
     finally:
         adapter.close(c)
-    sets = [s for s in ours(spans) if s.resource == adapter.resources["set"]]
+    sets = [s for s in spans.memcached() if s.resource == adapter.resources["set"]]
     assert len(sets) == len(keys)
     used = set()
     for key, span in zip(keys, sets):
@@ -192,7 +179,7 @@ def test_multi_key_spans_never_name_a_wrong_host(adapter, memcached_nodes, spans
         assert adapter.get_many(c, keys) == {key: b"v" for key in keys}
     finally:
         adapter.close(c)
-    found = ours(spans)
+    found = spans.memcached()
     assert found and sum(s.get_metric("db.row_count") for s in commands(spans)) == len(keys)
     round_trips = [s for s in found if s not in commands(spans)]
     if round_trips:  # they split the keys found between them
@@ -222,7 +209,7 @@ def test_dead_server_same_outcome_and_an_error_span(adapter, dead_address, spans
     finally:
         ddtrace_memcached.unpatch()
     assert (expected[0] == "raised") == (op in adapter.dead_server_raises), expected
-    found = [s for s in ours(spans) if s.resource == adapter.resources[op]]
+    found = [s for s in spans.memcached() if s.resource == adapter.resources[op]]
     assert found, "no span for %s on a dead server" % op
     assert all(s.finished for s in found)
     assert any(s.error == 1 and s.get_tag("error.type") for s in found), [s.get_tags() for s in found]
@@ -234,7 +221,7 @@ def test_bad_key_same_error_and_no_open_span(adapter, client, spans):
         pytest.skip("%s accepts every key" % adapter.client)
     with pytest.raises(adapter.bad_key_error) as raised:
         adapter.set(client, adapter.bad_key, b"v")
-    for span in ours(spans):
+    for span in spans.memcached():
         assert span.finished and span.error == 1
         assert span.get_tag("error.type").endswith(type(raised.value).__name__)
         assert adapter.bad_key not in (span.get_tag("error.message") or "")
@@ -248,8 +235,8 @@ def test_no_value_and_no_key_in_tags(adapter, client, spans):
     adapter.set(client, "the-key-of-the-app", SECRET)
     adapter.get(client, "the-key-of-the-app")
     adapter.get_many(client, ["the-key-of-the-app"])
-    assert ours(spans)
-    for span in ours(spans):
+    assert spans.memcached()
+    for span in spans.memcached():
         text = " ".join("%s=%s" % kv for kv in span.get_tags().items())
         assert SECRET.decode() not in text
         assert "the-key-of-the-app" not in text
@@ -259,7 +246,7 @@ def test_no_value_and_no_key_in_tags(adapter, client, spans):
 def test_keys_in_query_when_enabled_never_values(adapter, client, spans, command_enabled):
     adapter.set(client, "the-key-of-the-app", SECRET)
     adapter.get(client, "the-key-of-the-app")
-    for span in ours(spans):
+    for span in spans.memcached():
         query = span.get_tag("memcached.query")
         assert query is not None and "the-key-of-the-app" in query, span.get_tags()
         assert SECRET.decode() not in " ".join("%s=%s" % kv for kv in span.get_tags().items())
@@ -272,7 +259,7 @@ def test_override_service_and_tags(adapter, client, spans):
     ddtrace_memcached.override(client, service="sessions-cache", tags={"team": "web"})
     adapter.set(client, "k", b"v")
     adapter.get(client, "k")
-    for span in ours(spans):
+    for span in spans.memcached():
         assert span.service == "sessions-cache"
         assert span.get_tag("team") == "web"
 
@@ -284,13 +271,13 @@ def test_override_does_not_leak_to_other_clients(adapter, client, memcached, spa
         adapter.set(other, "k", b"v")
     finally:
         adapter.close(other)
-    assert [s.service for s in ours(spans)] == ["memcached"]
+    assert [s.service for s in spans.memcached()] == ["memcached"]
 
 
 def test_pin_service_and_tags(adapter, client, spans):
     Pin.override(client, service="pinned-cache", tags={"pinned": "yes"})
     adapter.set(client, "k", b"v")
-    for span in ours(spans):
+    for span in spans.memcached():
         assert span.service == "pinned-cache"
         assert span.get_tag("pinned") == "yes"
 
@@ -329,13 +316,13 @@ def test_unpatch_stops_tracing(adapter, memcached, spans):
         assert adapter.get(c, "k") == b"v"
     finally:
         adapter.close(c)
-    assert ours(spans) == []
+    assert spans.memcached() == []
 
 
 def test_patch_twice_is_one_span(adapter, client, spans):
     ddtrace_memcached.patch()
     adapter.set(client, "k", b"v")
-    assert len(ours(spans)) == 1
+    assert len(spans.memcached()) == 1
 
 
 # --- parents, a disabled tracer ------------------------------------------------------
@@ -345,7 +332,7 @@ def test_spans_are_children_of_the_active_span(adapter, client, spans):
     with tracer.trace("app.request") as parent:
         adapter.set(client, "k", b"v")
         adapter.get(client, "k")
-    for span in ours(spans):
+    for span in spans.memcached():
         assert span.parent_id == parent.span_id and span.trace_id == parent.trace_id
     assert tracer.current_span() is None
 
@@ -358,7 +345,7 @@ def test_disabled_tracer_no_spans_same_results(adapter, client, spans):
         assert adapter.get(client, "missing") is None
     finally:
         tracer.enabled = True
-    assert ours(spans) == []
+    assert spans.memcached() == []
 
 
 # --- traced ≡ untraced ---------------------------------------------------------------
@@ -397,9 +384,9 @@ def test_traced_equals_untraced(adapter, spans, seed):
             traced = adapter.make([servers[1].address])
             got = []
             for step in steps:
-                before = len(ours(spans))
+                before = len(spans.memcached())
                 got.append(adapter.outcome(step[0], traced, *step[1:]))
-                new = ours(spans)[before:]
+                new = spans.memcached()[before:]
                 assert len(new) == 1, (step, [s.resource for s in new])
                 assert new[0].resource == adapter.resources[step[0]]
                 assert new[0].error == (1 if got[-1][0] == "raised" else 0), (step, got[-1])

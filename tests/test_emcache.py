@@ -9,7 +9,6 @@ cancellation is not; nothing is left open.
 """
 
 import asyncio
-import threading
 
 import pytest
 
@@ -19,16 +18,14 @@ from ddtrace import config  # noqa: E402
 from ddtrace.trace import tracer  # noqa: E402
 
 from adapters import holder  # noqa: E402
+from adapters.emcache import addresses  # noqa: E402
+from conftest import assert_each_under_its_worker  # noqa: E402
+from conftest import gather_workers  # noqa: E402
+from conftest import run_threads  # noqa: E402
 import ddtrace_memcached  # noqa: E402
 from servers import MemcachedProcess  # noqa: E402
 
 SECRET = b"s3cr7-value-0f-the-app"
-
-
-def addresses(servers):
-    return [
-        emcache.MemcachedUnixSocketPath(s) if isinstance(s, str) else emcache.MemcachedHostAddress(*s) for s in servers
-    ]
 
 
 async def _client(servers, **options):
@@ -44,17 +41,13 @@ async def _close(client):
         pass
 
 
-def ours(spans):
-    return spans.memcached()
-
-
 def server_of(span):
     port = span.get_metric("network.destination.port")
     return span.get_tag("out.host") if port is None else (span.get_tag("out.host"), int(port))
 
 
 def children(spans, parent):
-    return [s for s in ours(spans) if s.parent_id == parent.span_id]
+    return [s for s in spans.memcached() if s.parent_id == parent.span_id]
 
 
 KEYS = [b"key-%d" % i for i in range(30)]
@@ -93,7 +86,7 @@ async def test_each_command_names_the_node_of_its_key(memcached_nodes, spans, pa
             where = holder(memcached_nodes, sent)  # before: delete removes it
             spans.spans.clear()
             assert await call(client, key) == expected
-            (span,) = ours(spans)
+            (span,) = spans.memcached()
             assert span.resource == resource and span.error == 0
             assert span.get_metric("db.row_count") == rows
             if resource == "add":
@@ -118,8 +111,8 @@ async def test_gets_and_cas(memcached, spans, patched):
         assert (await client.get(b"k")).value == b"w"
     finally:
         await client.close()
-    assert [s.resource for s in ours(spans)] == ["set", "gets", "cas", "get"]
-    assert all(server_of(s) == memcached for s in ours(spans))
+    assert [s.resource for s in spans.memcached()] == ["set", "gets", "cas", "get"]
+    assert all(server_of(s) == memcached for s in spans.memcached())
 
 
 @pytest.mark.asyncio
@@ -133,7 +126,7 @@ async def test_node_commands_name_the_node_given(memcached_nodes, spans, patched
             await client.flush_all(address)
     finally:
         await client.close()
-    found = ours(spans)
+    found = spans.memcached()
     assert [s.resource for s in found] == ["version", "stats", "flush_all"] * 3
     assert [server_of(s) for s in found] == [n for n in memcached_nodes for _ in range(3)]
 
@@ -146,10 +139,10 @@ async def test_unix_socket(memcached_unix, spans, patched):
         assert await client.get_many([b"k", b"x"]) == {b"k": emcache.Item(b"v", None, None)}
     finally:
         await client.close()
-    for span in ours(spans):
+    for span in spans.memcached():
         assert span.get_tag("out.host") == memcached_unix
         assert span.get_metric("network.destination.port") is None
-    assert [s.resource for s in ours(spans)] == ["set", "get_many"]
+    assert [s.resource for s in spans.memcached()] == ["set", "get_many"]
 
 
 # --- multi-key commands: fan-out ----------------------------------------------------------
@@ -171,13 +164,13 @@ async def test_fan_out_is_a_span_with_a_child_per_node(memcached_nodes, spans, p
     finally:
         await client.close()
     assert sorted(found) == sorted(KEYS[:20])
-    (command,) = [s for s in ours(spans) if s.parent_id == root.span_id]
+    (command,) = [s for s in spans.memcached() if s.parent_id == root.span_id]
     assert command.resource == method and command.error == 0
     assert command.get_tag("out.host") is None and command.get_metric("network.destination.port") is None
     assert command.get_metric("memcached.servers") == 3
     assert command.get_metric("db.row_count") == 20
     round_trips = children(spans, command)
-    assert len(round_trips) == 3 and len(ours(spans)) == 4 + 10
+    assert len(round_trips) == 3 and len(spans.memcached()) == 4 + 10
     assert sorted(server_of(s) for s in round_trips) == sorted(memcached_nodes)
     assert sum(s.get_metric("db.row_count") for s in round_trips) == 20
     for span in round_trips:
@@ -204,7 +197,7 @@ async def test_multi_key_on_one_node_is_one_span_naming_it(memcached_nodes, span
         assert len(await client.get_many(keys)) == len(keys)
     finally:
         await client.close()
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert server_of(span) == node and span.get_metric("db.row_count") == len(keys)
     assert span.get_metric("memcached.servers") is None
 
@@ -219,13 +212,13 @@ async def test_fan_out_with_a_silent_node_times_out(memcached_nodes, silent_serv
             await client.get_many(KEYS)
     finally:
         await _close(client)
-    (command,) = [s for s in ours(spans) if s.resource == "get_many" and s.get_metric("memcached.servers")]
+    (command,) = [s for s in spans.memcached() if s.resource == "get_many" and s.get_metric("memcached.servers")]
     assert command.error == 1 and command.get_tag("error.type").endswith("TimeoutError")
     for span in children(spans, command):
         assert span.finished and span.error == 0
         if server_of(span) == silent_server:
             assert span.get_tag("memcached.cancelled") == "true"
-    assert all(s.finished for s in ours(spans))
+    assert all(s.finished for s in spans.memcached())
     assert tracer.current_span() is None
 
 
@@ -251,7 +244,7 @@ async def test_autobatching_each_get_under_its_caller(memcached_nodes, spans, pa
     finally:
         await client.close()
     assert [item.value if item else None for _, item in results] == [b"v"] * 6 + [None]
-    found = ours(spans)
+    found = spans.memcached()
     assert len(found) == 7
     for (root, _), key in zip(results, KEYS[:6] + [b"missing"]):
         (span,) = children(spans, root)
@@ -263,79 +256,29 @@ async def test_autobatching_each_get_under_its_caller(memcached_nodes, spans, pa
 
 # --- concurrency ------------------------------------------------------------------------------
 
-TASKS = 5
-PER_TASK = 20
-
-
-async def _worker(client, n):
-    with tracer.trace("worker") as root:
-        calls = []
-        for i in range(PER_TASK):
-            key = b"w%d-%d" % (n, i)
-            calls.append(client.set(key, b"v") if i % 2 == 0 else client.get(key))
-        await asyncio.gather(*calls)
-        assert tracer.current_span() is root
-    return root
+# Tasks under spans of their own share a client (see conftest.gather_workers).
 
 
 async def _gather_workers(servers):
-    client = await _client(servers, max_connections=4)
-    seen, stop = [], asyncio.Event()
-
-    async def unrelated():
-        while not stop.is_set():
-            seen.append(tracer.current_span())
-            await asyncio.sleep(0)
-
-    watcher = asyncio.ensure_future(unrelated())
-    try:
-        roots = await asyncio.gather(*(_worker(client, n) for n in range(TASKS)))
-    finally:
-        stop.set()
-        await watcher
-        await client.close()
-    assert seen and set(seen) == {None}
-    assert tracer.current_span() is None
-    return roots
-
-
-def assert_each_under_its_worker(found, roots):
-    for root in roots:
-        mine = [s for s in found if s.parent_id == root.span_id]
-        assert len(mine) == PER_TASK and all(s.finished and s.trace_id == root.trace_id for s in mine)
+    return await gather_workers(await _client(servers, max_connections=4))
 
 
 @pytest.mark.asyncio
 async def test_gather_100_commands_in_5_tasks(memcached_nodes, spans, patched):
     roots = await _gather_workers(memcached_nodes)
-    assert len(ours(spans)) == TASKS * PER_TASK
-    assert_each_under_its_worker(ours(spans), roots)
+    assert_each_under_its_worker(spans.memcached(), roots)
 
 
 def test_uvloop(memcached_nodes, spans, patched):
     uvloop = pytest.importorskip("uvloop")
     roots = uvloop.run(_gather_workers(memcached_nodes))
-    assert_each_under_its_worker(ours(spans), roots)
+    assert_each_under_its_worker(spans.memcached(), roots)
 
 
 def test_event_loops_in_threads(memcached_nodes, spans, patched):
-    results, failures = {}, []
-
-    def run(n):
-        try:
-            results[n] = asyncio.run(_gather_workers(memcached_nodes))
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not failures, failures
-    assert len(ours(spans)) == 3 * TASKS * PER_TASK
-    for roots in results.values():
-        assert_each_under_its_worker(ours(spans), roots)
+    """A loop per thread, each with its own client: spans stay in their thread's trace."""
+    results = run_threads(lambda n: asyncio.run(_gather_workers(memcached_nodes)), 3)
+    assert_each_under_its_worker(spans.memcached(), *results.values())
 
 
 # --- cancellation, timeouts, faults ------------------------------------------------------------
@@ -350,7 +293,7 @@ async def test_caller_timeout_is_a_cancelled_span(silent_server, spans, patched)
                 await asyncio.wait_for(client.get(b"k"), 0.2)
     finally:
         await _close(client)
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.parent_id == parent.span_id and span.finished
     assert span.error == 0 and span.get_tag("memcached.cancelled") == "true"
 
@@ -364,7 +307,7 @@ async def test_task_cancel_finishes_the_span(silent_server, spans, patched):
     with pytest.raises(asyncio.CancelledError):
         await task
     await _close(client)
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.finished and span.error == 0 and span.get_tag("memcached.cancelled") == "true"
 
 
@@ -376,7 +319,7 @@ async def test_own_timeout_is_an_error(silent_server, spans, patched):
             await client.set(b"k", b"v")
     finally:
         await _close(client)
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.error == 1 and span.get_tag("error.type").endswith("TimeoutError")
     assert span.get_tag("memcached.cancelled") is None
     assert server_of(span) == silent_server
@@ -400,7 +343,7 @@ async def test_server_killed_mid_run(spans, patched):
         server.stop()
         await _close(client)
     assert outcomes[:5] == ["ok"] * 5 and "ok" not in outcomes[5:], outcomes
-    found = ours(spans)
+    found = spans.memcached()
     assert len(found) == 10 and all(s.finished for s in found)
     assert [s.error for s in found] == [0] * 5 + [1] * 5
     assert tracer.current_span() is None
@@ -417,7 +360,7 @@ async def test_not_found_and_not_stored_are_the_same_exceptions(memcached, spans
             await client.add(b"k", b"v")
     finally:
         await client.close()
-    errors = [s.get_tag("error.type") for s in ours(spans) if s.error]
+    errors = [s.get_tag("error.type") for s in spans.memcached() if s.error]
     assert [e.rsplit(".", 1)[-1] for e in errors] == ["NotFoundCommandError", "NotStoredStorageCommandError"]
 
 
@@ -432,7 +375,7 @@ async def test_no_node_for_the_call_still_a_whole_span(memcached_nodes, spans, p
         assert await client.get_many([]) == {}
     finally:
         await client.close()
-    failed, empty = ours(spans)
+    failed, empty = spans.memcached()
     assert failed.error == 1 and failed.get_tag("error.type") == "builtins.TypeError"
     assert failed.get_tag("error.message") == str(raised.value)
     assert empty.resource == "get_many" and empty.error == 0 and empty.get_metric("db.row_count") == 0
@@ -455,12 +398,12 @@ async def test_no_value_in_tags_and_keys_only_when_enabled(memcached_nodes, span
     finally:
         config.memcached["command_enabled"] = False
         await client.close()
-    for span in ours(spans):
+    for span in spans.memcached():
         text = " ".join("%s=%s" % kv for kv in span.get_tags().items())
         assert SECRET.decode() not in text
-    queries = [s.get_tag("memcached.query") for s in ours(spans)]
+    queries = [s.get_tag("memcached.query") for s in spans.memcached()]
     assert [q for q in queries if q and "the-key" in q]
-    assert not [s for s in ours(spans)[: len(ours(spans)) // 2] if s.get_tag("memcached.query")]
+    assert not [s for s in spans.memcached()[: len(spans.memcached()) // 2] if s.get_tag("memcached.query")]
 
 
 @pytest.mark.asyncio
@@ -471,8 +414,8 @@ async def test_override_covers_the_round_trips(memcached_nodes, spans, patched):
         await client.get_many(KEYS)
     finally:
         await client.close()
-    assert len(ours(spans)) == 4
-    for span in ours(spans):
+    assert len(spans.memcached()) == 4
+    for span in spans.memcached():
         assert span.service == "sessions" and span.get_tag("team") == "web"
 
 
@@ -497,7 +440,7 @@ async def test_no_span_or_task_leak(memcached_nodes, spans, patched, n):
         assert _pending() == before  # and the pools' own background tasks
     finally:
         await client.close()
-    found = ours(spans)
+    found = spans.memcached()
     assert len(found) == n and all(s.finished for s in found)
     assert tracer.current_span() is None
     spans.spans.clear()

@@ -8,7 +8,6 @@ threads (``Client`` is a ``threading.local``), key redaction, and stability.
 """
 
 import gc
-import threading
 import tracemalloc
 
 import pytest
@@ -16,10 +15,13 @@ import pytest
 memcache = pytest.importorskip("memcache")
 
 from ddtrace.trace import tracer  # noqa: E402
-from test_contract import Pin  # noqa: E402
 
 from adapters import holder  # noqa: E402
 from adapters.memcache import spec  # noqa: E402
+from conftest import Pin  # noqa: E402
+from conftest import host_of  # noqa: E402
+from conftest import run_threads  # noqa: E402
+from conftest import untraced_and_traced  # noqa: E402
 import ddtrace_memcached  # noqa: E402
 from ddtrace_memcached.clients.memcache import MARKED_DEAD  # noqa: E402
 from ddtrace_memcached.clients.memcache import NO_LIVE_SERVER  # noqa: E402
@@ -30,14 +32,6 @@ from servers import MemcachedProcess  # noqa: E402
 def make(*addresses, **options):
     options.setdefault("socket_timeout", 2)
     return memcache.Client([spec(a) for a in addresses], **options)
-
-
-def ours(spans):
-    return spans.memcached()
-
-
-def host_of(span):
-    return (span.get_tag("out.host"), span.get_metric("network.destination.port"))
 
 
 # --- every command -------------------------------------------------------------------
@@ -75,8 +69,8 @@ def test_each_command_is_one_span_on_its_server(memcached, spans, patched, resou
         assert result == expected
     else:
         assert result is True
-    found = [s for s in ours(spans) if s.resource == resource]
-    assert len(found) == 1, [s.resource for s in ours(spans)]
+    found = [s for s in spans.memcached() if s.resource == resource]
+    assert len(found) == 1, [s.resource for s in spans.memcached()]
     span = found[0]
     assert host_of(span) == memcached
     assert span.error == 0
@@ -89,7 +83,7 @@ def test_stats_names_its_one_server_and_get_slabs_error_is_the_same_object(memca
     assert stats and "pid" in stats[0][1]
     with pytest.raises(TypeError) as raised:  # python-memcached's own Python 3 bug
         c.get_slabs()
-    span_stats, span_slabs = ours(spans)
+    span_stats, span_slabs = spans.memcached()
     assert span_stats.resource == span_slabs.resource == "stats"
     assert host_of(span_stats) == memcached and span_stats.error == 0
     assert span_slabs.error == 1 and span_slabs.get_tag("error.type") == "builtins.TypeError"
@@ -100,10 +94,10 @@ def test_server_commands_on_several_servers_name_no_host(memcached_nodes, spans,
     c = make(*memcached_nodes)
     assert len(c.get_stats()) == 3
     c.flush_all()
-    for span in ours(spans):
+    for span in spans.memcached():
         assert span.get_tag("out.host") is None and span.get_metric("network.destination.port") is None
         assert span.get_metric("memcached.servers") == 3
-    assert [s.resource for s in ours(spans)] == ["stats", "flush_all"]
+    assert [s.resource for s in spans.memcached()] == ["stats", "flush_all"]
 
 
 # --- row counts ----------------------------------------------------------------------
@@ -121,16 +115,16 @@ def test_get_row_counts_stored_none_falsy_defaults_and_gets(memcached, spans, pa
     assert c.get("missing", sentinel) is sentinel
     assert c.get("missing") is None
     assert c.gets("zero") == 0 and c.gets("missing") is None
-    counts = [s.get_metric("db.row_count") for s in ours(spans)]
+    counts = [s.get_metric("db.row_count") for s in spans.memcached()]
     assert counts == [1, 1, 1, 1, 1, 0, 0, 1, 0]
     assert c.get_multi(["none", "zero", "missing"]) == {"none": None, "zero": 0}
-    assert ours(spans)[-1].get_metric("db.row_count") == 2
+    assert spans.memcached()[-1].get_metric("db.row_count") == 2
 
 
 def test_dead_server_get_counts_no_row(dead_address, spans, patched):
     c = make(dead_address)
     assert c.get("k", "default") is None  # python-memcached's own answer: None, not the default
-    span = ours(spans)[0]
+    span = spans.memcached()[0]
     assert span.get_metric("db.row_count") == 0 and span.error == 1
 
 
@@ -150,7 +144,7 @@ def test_multi_key_commands_name_a_host_only_when_one_server_is_used(memcached_n
     assert c.get_multi(keys) == {k: b"v" for k in keys}
     assert c.get_multi(its_keys) == {k: b"v" for k in its_keys}
     assert c.delete_multi(its_keys) == 1
-    spread, single, deleted = ours(spans)
+    spread, single, deleted = spans.memcached()
     assert spread.resource == "get_many" and spread.get_tag("out.host") is None
     assert spread.get_metric("memcached.servers") == len(by_server)
     assert spread.get_metric("db.row_count") == len(keys)
@@ -169,19 +163,19 @@ def test_failover_span_names_the_live_server_and_is_an_error(memcached, dead_add
     c = make(dead_address, memcached)
     results = [c.set("key-%d" % i, b"v") for i in range(10)]
     assert all(results)
-    first_failure = [s for s in ours(spans) if s.error]
+    first_failure = [s for s in spans.memcached() if s.error]
     assert len(first_failure) == 1  # marked dead once; later keys fail over without I/O
     assert first_failure[0].get_tag("error.type") == MARKED_DEAD
     assert "127.0.0.1:%d marked dead" % dead_address[1] in first_failure[0].get_tag("error.message")
-    for span in ours(spans):
+    for span in spans.memcached():
         assert host_of(span) == memcached  # every key ended on the live server
     spans.spans.clear()
     fresh = make(dead_address, memcached)  # new _Host objects: the dead one is tried again
     values = [fresh.get("key-%d" % i) for i in range(10)]
     assert values == [b"v"] * 10
-    failed = [s for s in ours(spans) if s.error]
+    failed = [s for s in spans.memcached() if s.error]
     assert len(failed) == 1 and failed[0].get_metric("db.row_count") == 1  # served by the live server
-    assert all(host_of(s) == memcached for s in ours(spans))
+    assert all(host_of(s) == memcached for s in spans.memcached())
 
 
 # --- swallowed failures ---------------------------------------------------------------
@@ -191,16 +185,11 @@ def test_refused_then_marked_dead_same_results_and_error_spans(dead_address, spa
     def calls(c):
         return [c.set("k", b"v"), c.get("k"), c.get_multi(["k"]), c.incr("k"), c.delete_multi(["k"])]
 
-    expected = calls(make(dead_address))
-    ddtrace_memcached.patch()
-    try:
-        got = calls(make(dead_address))
-    finally:
-        ddtrace_memcached.unpatch()
+    expected, got = untraced_and_traced(lambda: calls(make(dead_address)))
     # delete_multi says 1 (done) for keys it never sent: python-memcached's own answer.
     assert got == expected == [0, None, {}, None, 1]
-    assert len(ours(spans)) == 5
-    first, *later = ours(spans)
+    assert len(spans.memcached()) == 5
+    first, *later = spans.memcached()
     assert first.error == 1 and first.get_tag("error.type") == MARKED_DEAD
     assert "Connection refused" in first.get_tag("error.message")
     assert host_of(first) == dead_address
@@ -220,12 +209,12 @@ def test_server_killed_mid_run(spans, patched):
         assert c.set("k", b"v") == 0
     finally:
         server.stop()
-    ok_set, ok_get, dead_get, dead_set = ours(spans)
+    ok_set, ok_get, dead_get, dead_set = spans.memcached()
     assert ok_set.error == ok_get.error == 0
     assert dead_get.error == 1 and dead_get.get_tag("error.type") == MARKED_DEAD
     assert dead_get.get_metric("db.row_count") == 0
     assert dead_set.error == 1
-    assert all(host_of(s) == server.address for s in ours(spans))
+    assert all(host_of(s) == server.address for s in spans.memcached())
 
 
 def test_incr_after_the_server_died_raises_the_librarys_own_error(spans):
@@ -242,14 +231,9 @@ def test_incr_after_the_server_died_raises_the_librarys_own_error(spans):
         finally:
             server.stop()
 
-    expected = run()
-    ddtrace_memcached.patch()
-    try:
-        got = run()
-    finally:
-        ddtrace_memcached.unpatch()
+    expected, got = untraced_and_traced(run)
     assert got == expected and expected[0] is ValueError
-    span = ours(spans)[-1]
+    span = spans.memcached()[-1]
     assert span.resource == "incr" and span.error == 1
     assert span.get_tag("error.type") == "builtins.ValueError"
     assert tracer.current_span() is None
@@ -258,7 +242,7 @@ def test_incr_after_the_server_died_raises_the_librarys_own_error(spans):
 def test_timeout_is_an_error_span(silent_server, spans, patched):
     c = make(silent_server, socket_timeout=0.3)
     assert c.get("k") is None
-    span = ours(spans)[0]
+    span = spans.memcached()[0]
     assert span.error == 1 and "timed out" in span.get_tag("error.message")
     assert host_of(span) == silent_server
 
@@ -266,7 +250,7 @@ def test_timeout_is_an_error_span(silent_server, spans, patched):
 def test_unix_socket_dead_server(tmp_path, spans, patched):
     c = make(str(tmp_path / "nothing.sock"))
     assert c.set("k", b"v") == 0
-    span = ours(spans)[0]
+    span = spans.memcached()[0]
     assert span.error == 1 and span.get_tag("out.host") == str(tmp_path / "nothing.sock")
 
 
@@ -278,7 +262,7 @@ def test_bad_key_message_is_redacted_unless_keys_are_captured(memcached, spans, 
     with pytest.raises(memcache.Client.MemcachedKeyCharacterError) as raised:
         c.set("secret key", b"v")
     assert "secret key" in str(raised.value)
-    span = ours(spans)[0]
+    span = spans.memcached()[0]
     assert "secret key" not in span.get_tag("error.message")
     assert "secret key" not in span.get_tag("error.stack")
     assert span.get_tag("error.message").endswith("(key=%s)" % REDACTED)
@@ -288,7 +272,7 @@ def test_bad_key_message_kept_with_key_capture(memcached, spans, patched, comman
     c = make(memcached)
     with pytest.raises(memcache.Client.MemcachedKeyCharacterError):
         c.get("secret key")
-    span = ours(spans)[0]
+    span = spans.memcached()[0]
     assert "secret key" in span.get_tag("error.message")
     assert span.get_tag("memcached.query") == "get secret key"
 
@@ -298,29 +282,16 @@ def test_multi_key_queries_when_enabled_never_values(memcached, spans, patched, 
     c.set_multi({"a": b"value-a", "b": b"value-b"})
     c.get_multi(["a", "b"])
     c.delete_multi(["a"])
-    assert [s.get_tag("memcached.query") for s in ours(spans)] == ["set_many a b", "get_many a b", "delete_many a"]
-    for span in ours(spans):
+    assert [s.get_tag("memcached.query") for s in spans.memcached()] == [
+        "set_many a b",
+        "get_many a b",
+        "delete_many a",
+    ]
+    for span in spans.memcached():
         assert "value-" not in str(span.get_tags())
 
 
 # --- threads: Client is a threading.local ----------------------------------------------
-
-
-def _in_threads(n, func):
-    errors = []
-
-    def run(i):
-        try:
-            func(i)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
 
 
 def test_override_and_pin_reach_spans_from_every_thread(memcached, spans, patched):
@@ -333,8 +304,8 @@ def test_override_and_pin_reach_spans_from_every_thread(memcached, spans, patche
         assert overridden.get("t%d" % i) == b"v"
         assert pinned.get_multi(["t%d" % i]) == {"t%d" % i: b"v"}
 
-    _in_threads(4, work)
-    found = ours(spans)
+    run_threads(work, 4)
+    found = spans.memcached()
     assert len(found) == 12
     for span in found:
         if span.resource == "get_many":
@@ -346,15 +317,15 @@ def test_override_and_pin_reach_spans_from_every_thread(memcached, spans, patche
 
 def test_override_set_in_another_thread_applies_here(memcached, spans, patched):
     c = make(memcached)
-    _in_threads(1, lambda i: ddtrace_memcached.override(c, service="from-a-thread"))
+    run_threads(lambda i: ddtrace_memcached.override(c, service="from-a-thread"), 1)
     c.set("k", b"v")
-    assert [s.service for s in ours(spans)] == ["from-a-thread"]
+    assert [s.service for s in spans.memcached()] == ["from-a-thread"]
 
 
 def test_dead_server_in_one_thread_is_an_error_there_only(memcached, dead_address, spans, patched):
     c = make(dead_address)
-    _in_threads(3, lambda i: c.set("k%d" % i, b"v"))
-    found = ours(spans)
+    run_threads(lambda i: c.set("k%d" % i, b"v"), 3)
+    found = spans.memcached()
     assert len(found) == 3
     # _Host objects are per thread: each thread meets the refusal itself.
     assert all(s.error == 1 and s.get_tag("error.type") == MARKED_DEAD for s in found)
@@ -406,7 +377,7 @@ def test_patch_unpatch_cycles_leave_memcache_as_it_was(memcached, spans):
     assert "_datadog_pin" not in vars(memcache.Client)
     assert memcache._Host.__dict__["mark_dead"].__class__.__name__ == "function"
     make(memcached).set("k", b"v")
-    assert ours(spans) == []
+    assert spans.memcached() == []
 
 
 # --- security ---------------------------------------------------------------------------
@@ -426,8 +397,8 @@ def test_no_value_in_any_tag_even_with_key_capture(memcached, spans, patched, co
     c.set_multi({"a": SECRET, "b": {"nested": SECRET}})
     c.get_multi(["a", "b", "k"])
     c.get("k")
-    assert len(ours(spans)) == 10
-    for span in ours(spans):
+    assert len(spans.memcached()) == 10
+    for span in spans.memcached():
         assert SECRET not in str(span.get_tags()) + str(span.get_metrics())
         assert span.get_tag("memcached.query")
 
@@ -443,7 +414,7 @@ def test_override_before_patching_and_across_unpatch(memcached, spans):
         ddtrace_memcached.unpatch()
     ddtrace_memcached.patch()
     try:
-        _in_threads(1, lambda i: c.set("k", b"v"))
+        run_threads(lambda i: c.set("k", b"v"), 1)
     finally:
         ddtrace_memcached.unpatch()
-    assert [s.service for s in ours(spans)] == ["set-before-patch", "set-while-patched"]
+    assert [s.service for s in spans.memcached()] == ["set-before-patch", "set-while-patched"]

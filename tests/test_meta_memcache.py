@@ -7,10 +7,8 @@ behind a ``server_id``, failures it raises and failures it swallows
 """
 
 import socket
-import threading
 import time
 
-import ddtrace
 from ddtrace.trace import tracer
 import pytest
 
@@ -34,14 +32,13 @@ from meta_memcache.extras.client_wrapper import ClientWrapper  # noqa: E402
 from meta_memcache.protocol import MetaCommand  # noqa: E402
 
 from adapters.meta_memcache import unix_pool_factory  # noqa: E402
+from conftest import Pin  # noqa: E402
+from conftest import host_of  # noqa: E402
+from conftest import run_threads  # noqa: E402
+from conftest import untraced_and_traced  # noqa: E402
 import ddtrace_memcached  # noqa: E402
 from ddtrace_memcached.clients import meta_memcache as integration  # noqa: E402
 from servers import MemcachedProcess  # noqa: E402
-
-if int(ddtrace.__version__.split(".")[0]) >= 4:
-    from ddtrace._trace.pin import Pin
-else:
-    from ddtrace.trace import Pin
 
 SECRET = "s3cr7-value-0f-the-app"
 
@@ -57,14 +54,6 @@ def addresses(servers):
 @pytest.fixture
 def client(memcached, patched):
     return CacheClient.cache_client_from_servers(addresses([memcached]), factory())
-
-
-def ours(spans):
-    return spans.memcached()
-
-
-def host_of(span):
-    return span.get_tag("out.host"), span.get_metric("network.destination.port")
 
 
 # --- every method, its resource and its row count ------------------------------------
@@ -104,7 +93,7 @@ def test_each_method_is_one_span_named_after_it(client, memcached, spans, method
     client.set("n", b"5", 60)
     spans.spans.clear()
     getattr(client, method)(*args)
-    found = ours(spans)
+    found = spans.memcached()
     assert [s.resource for s in found] == [resource]
     span = found[0]
     assert host_of(span) == memcached
@@ -118,7 +107,7 @@ def test_meta_set_is_traced(client, memcached, spans):
 
     assert isinstance(client.meta_set(Key("k"), b"v", flags=RequestFlags(cache_ttl=60)), Success)
     assert client.get("k") == b"v"
-    assert [(s.resource, host_of(s)) for s in ours(spans)] == [("meta_set", memcached), ("get", memcached)]
+    assert [(s.resource, host_of(s)) for s in spans.memcached()] == [("meta_set", memcached), ("get", memcached)]
 
 
 def test_results_are_those_of_the_untraced_client(memcached, spans):
@@ -139,14 +128,11 @@ def test_results_are_those_of_the_untraced_client(memcached, spans):
             c.get("a"),
         ]
 
-    expected = run(CacheClient.cache_client_from_servers(addresses([memcached]), factory()))
-    ddtrace_memcached.patch()
-    try:
-        got = run(CacheClient.cache_client_from_servers(addresses([memcached]), factory()))
-    finally:
-        ddtrace_memcached.unpatch()
+    expected, got = untraced_and_traced(
+        lambda: run(CacheClient.cache_client_from_servers(addresses([memcached]), factory()))
+    )
     assert got == expected
-    assert len(ours(spans)) == 1 + len(got)
+    assert len(spans.memcached()) == 1 + len(got)
 
 
 @pytest.mark.parametrize("value", [b"", 0, False, [], {}, None])
@@ -156,7 +142,7 @@ def test_falsy_and_none_values_are_hits(client, spans, value):
     spans.spans.clear()
     assert client.get("k") == (b"" if value == "" else value)
     assert client.get("missing") is None
-    assert [s.get_metric("db.row_count") for s in ours(spans)] == [1, 0]
+    assert [s.get_metric("db.row_count") for s in spans.memcached()] == [1, 0]
 
 
 def test_lease_winner_and_loser_retries(memcached, patched, spans):
@@ -166,7 +152,7 @@ def test_lease_winner_and_loser_retries(memcached, patched, spans):
     waits = []
     assert winner.get_or_lease("leased", LEASE) is None
     assert loser.get_or_lease("leased", LEASE, lease_wait_fn=waits.append) is None
-    found = ours(spans)
+    found = spans.memcached()
     assert [s.resource for s in found] == ["get_or_lease"] * (1 + LEASE.miss_retries)
     assert [s.get_metric("db.row_count") for s in found] == [0] * (1 + LEASE.miss_retries)
     assert len(waits) == LEASE.miss_retries - 1
@@ -182,7 +168,7 @@ def test_multi_get_is_a_span_per_server_with_its_keys(memcached_nodes, patched, 
         c.set(key, b"v", 60)
     spans.spans.clear()
     assert c.multi_get(keys + ["missing"]) == {Key(k): b"v" for k in keys} | {Key("missing"): None}
-    found = ours(spans)
+    found = spans.memcached()
     assert sorted(host_of(s) for s in found) == sorted(set(host_of(s) for s in found))
     assert len(found) == 3
     holders = {k: c.router.pool_provider.get_pool(Key(k)).server for k in keys + ["missing"]}
@@ -205,7 +191,7 @@ def test_server_id_still_names_the_real_server(memcached_nodes, spans):
                 c.set("key-%d" % i, b"v", 60)
     finally:
         ddtrace_memcached.unpatch()
-    found = ours(spans)
+    found = spans.memcached()
     assert len(found) == 20
     by_id = {a.server_id: (a.host, a.port) for a in servers}
     for i, span in enumerate(found):
@@ -222,14 +208,9 @@ def test_gutter_failover_is_two_spans_on_two_servers(memcached, dead_address, sp
             addresses([dead_address]), addresses([memcached]), gutter_ttl=5, connection_pool_factory_fn=factory()
         )
 
-    expected = run(gutter_client())
-    ddtrace_memcached.patch()
-    try:
-        got = run(gutter_client())
-    finally:
-        ddtrace_memcached.unpatch()
+    expected, got = untraced_and_traced(lambda: run(gutter_client()))
     assert got == expected == [True, b"v", {Key("k"): b"v", Key("x"): None}]
-    found = ours(spans)
+    found = spans.memcached()
     assert [s.resource for s in found] == ["set", "set", "get", "get", "get_many", "get_many"]
     for primary, gutter in zip(found[::2], found[1::2]):
         assert host_of(primary) == dead_address and primary.error == 1
@@ -242,7 +223,7 @@ def test_ephemeral_client(memcached, patched, spans):
     c = CacheClient.ephemeral_cache_client_from_servers(addresses([memcached]), 30, factory())
     assert c.set("k", b"v", 0) is True
     assert c.get("k") == b"v"
-    assert [(s.resource, host_of(s)) for s in ours(spans)] == [("set", memcached), ("get", memcached)]
+    assert [(s.resource, host_of(s)) for s in spans.memcached()] == [("set", memcached), ("get", memcached)]
 
 
 def test_host_connection_pool_provider_and_bare_executor(memcached, patched, spans):
@@ -254,7 +235,7 @@ def test_host_connection_pool_provider_and_bare_executor(memcached, patched, spa
     assert c.set("k", b"v", 60) and c.get("k") == b"v"
     executor.exec_on_pool(pool, MetaCommand.META_GET, Key("k"), None, None, False)
     executor.exec_multi_on_pool(pool, MetaCommand.META_GET, [(Key("k"), None)], None, False)
-    found = ours(spans)
+    found = spans.memcached()
     assert [s.resource for s in found] == ["set", "get", "meta_get", "meta_multiget"]
     assert all(host_of(s) == memcached for s in found)
 
@@ -263,7 +244,7 @@ def test_unix_socket_pool_server_fallback(memcached_unix, patched, spans):
     """Also without the pool providers' mapping: ``pool.server`` is ``path:0``."""
     pool = unix_pool_factory(ServerAddress(host=memcached_unix, port=0))
     DefaultExecutor(serializer=MixedSerializer()).exec_on_pool(pool, MetaCommand.META_GET, Key("k"), None, None, False)
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.get_tag("out.host") == memcached_unix
     assert span.get_metric("network.destination.port") is None
 
@@ -275,7 +256,7 @@ def test_dead_server_error_is_the_same_object(dead_address, patched, spans):
     c = CacheClient.cache_client_from_servers(addresses([dead_address]), factory())
     with pytest.raises(ServerMarkedDownError) as raised:
         c.get("k")
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.error == 1 and span.finished
     assert span.get_tag("error.type") == "meta_memcache.errors.ServerMarkedDownError"
     assert span.get_tag("error.message") == str(raised.value)
@@ -296,7 +277,7 @@ def test_dead_server_error_is_the_same_object(dead_address, patched, spans):
 def test_swallowed_failures_are_error_spans(dead_address, patched, spans, call, expected):
     c = CacheClient.cache_client_from_servers(addresses([dead_address]), factory(), raise_on_server_error=False)
     assert call(c) == expected
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.error == 1
     assert span.get_tag("error.type") == "meta_memcache.errors.MemcacheServerError"
     assert "raise_on_server_error is off" in span.get_tag("error.message")
@@ -308,7 +289,7 @@ def test_per_call_raise_on_server_error(dead_address, patched, spans):
 
     c = CacheClient.cache_client_from_servers(addresses([dead_address]), factory())
     assert c.meta_get(Key("k"), failure_handling=FailureHandling(raise_on_server_error=False)) is MISS_DUE_TO_ERROR
-    assert [s.error for s in ours(spans)] == [1]
+    assert [s.error for s in spans.memcached()] == [1]
 
 
 def test_server_killed_mid_run(patched, spans):
@@ -326,7 +307,7 @@ def test_server_killed_mid_run(patched, spans):
     finally:
         server.stop()
     assert all(o in (MemcacheServerError, ServerMarkedDownError) for o in outcomes), outcomes
-    found = ours(spans)
+    found = spans.memcached()
     assert [s.error for s in found] == [0, 1, 1, 1]
     assert all(s.finished and host_of(s) == server.address for s in found)
     assert tracer.current_span() is None
@@ -343,14 +324,14 @@ def test_timeout(silent_server, patched, spans, raise_on_server_error):
         assert isinstance(raised.value.__cause__, (TimeoutError, socket.timeout, OSError))
     else:
         assert c.get("k") is None
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.error == 1 and span.finished and host_of(span) == silent_server
 
 
 def test_unpicklable_value_is_an_error_span(client, spans):
     with pytest.raises(Exception) as raised:
         client.set("k", lambda: None, 60)
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.error == 1 and span.get_tag("error.type").endswith(type(raised.value).__name__)
 
 
@@ -362,8 +343,8 @@ def test_integration_failure_never_reaches_the_app(client, memcached, spans, mon
     monkeypatch.setattr(integration, "_hit", broken)
     assert client.set("k", b"v", 60) is True
     assert client.get("k") == b"v"
-    assert [s.resource for s in ours(spans)] == ["set", "get"]
-    assert all(s.finished and s.error == 0 for s in ours(spans))
+    assert [s.resource for s in spans.memcached()] == ["set", "get"]
+    assert all(s.finished and s.error == 0 for s in spans.memcached())
 
 
 # --- overrides, Pin, wrappers, subclasses --------------------------------------------
@@ -378,7 +359,7 @@ def test_override_and_pin_on_the_client_reach_the_executor_spans(memcached_nodes
     reached = len({c.router.pool_provider.get_pool(Key(k)) for k in keys})
     c.multi_get(keys)
     other.get("a")
-    found = ours(spans)
+    found = spans.memcached()
     assert len(found) == reached + 1
     assert [(s.service, s.get_tag("team")) for s in found[:reached]] == [("sessions", "web")] * reached
     assert found[-1].service == "pinned" and found[-1].get_tag("team") is None
@@ -390,7 +371,7 @@ def test_client_wrapper_is_named_and_its_inner_client_overrides(client, memcache
     ddtrace_memcached.override(wrapper, tags={"outer": "yes"})
     assert wrapper.set("k", b"v", 60) is True
     assert wrapper.multi_get(["k"]) == {Key("k"): b"v"}
-    found = ours(spans)
+    found = spans.memcached()
     assert [s.resource for s in found] == ["set", "get_many"]
     assert all(s.service == "inner" and s.get_tag("outer") == "yes" for s in found)
 
@@ -408,7 +389,7 @@ def test_migrating_client_writes_to_both_servers(memcached_nodes, patched, spans
     )
     assert c.set("k", b"v", 60) is True
     assert c.get("k") == b"v"
-    found = ours(spans)
+    found = spans.memcached()
     assert [(s.resource, host_of(s)) for s in found] == [("set", origin), ("set", destination), ("get", origin)]
 
 
@@ -422,7 +403,7 @@ def test_subclass_overriding_a_method(memcached, patched, spans):
     base.set("app:k", b"v", 60)
     assert c.get("k") == b"v"
     assert isinstance(c, CacheClient) and type(c.router.executor) is DefaultExecutor
-    assert [s.resource for s in ours(spans)] == ["set", "get"]
+    assert [s.resource for s in spans.memcached()] == ["set", "get"]
 
 
 def test_stats_callback_still_fires(memcached, patched, spans):
@@ -431,7 +412,7 @@ def test_stats_callback_still_fires(memcached, patched, spans):
     c.set("k", b"v", 60)
     c.multi_get(["k"])
     assert [s.server for s in stats] == ["%s:%d" % memcached] * 2
-    assert len(ours(spans)) == 2
+    assert len(spans.memcached()) == 2
 
 
 def test_unpatch_restores_the_library():
@@ -455,25 +436,16 @@ def test_version_gate():
 
 def test_threads_name_their_own_spans(memcached_nodes, patched, spans):
     c = CacheClient.cache_client_from_servers(addresses(memcached_nodes), factory(max_pool_size=8))
-    errors = []
 
     def work(i):
-        try:
-            for j in range(25):
-                key = "t%d-%d" % (i, j)
-                assert c.set(key, j, 60) is True
-                assert c.get(key) == j
-                assert c.multi_get([key])[Key(key)] == j
-        except Exception as exc:  # reported below
-            errors.append(exc)
+        for j in range(25):
+            key = "t%d-%d" % (i, j)
+            assert c.set(key, j, 60) is True
+            assert c.get(key) == j
+            assert c.multi_get([key])[Key(key)] == j
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    found = ours(spans)
+    run_threads(work, 6)
+    found = spans.memcached()
     assert len(found) == 6 * 25 * 3
     assert sorted({s.resource for s in found}) == ["get", "get_many", "set"]
     assert all(s.error == 0 and s.get_metric("db.row_count") in (None, 1) for s in found)
@@ -487,7 +459,7 @@ def test_query_has_the_apps_key_not_the_wire_key(client, spans, command_enabled,
     client.set(key, SECRET, 60)
     assert client.get(key) == SECRET
     client.multi_get([key])
-    found = ours(spans)
+    found = spans.memcached()
     assert [s.get_tag("memcached.query") for s in found] == ["set " + key, "get " + key, "get_many " + key]
     for span in found:
         assert SECRET not in str(span.get_tags())
@@ -500,7 +472,7 @@ def test_no_key_and_no_value_by_default(memcached, dead_address, patched, spans)
     c.multi_get(["the-key-of-the-app"])
     with pytest.raises(MemcacheServerError):
         dead.get("the-key-of-the-app")
-    found = ours(spans)
+    found = spans.memcached()
     assert len(found) == 3
     for span in found:
         text = str(span.get_tags())
@@ -522,7 +494,7 @@ def _cycle(c, n):
 def test_stability_short(memcached, patched, spans):
     c = CacheClient.cache_client_from_servers(addresses([memcached]), factory())
     _cycle(c, 200)
-    assert len(ours(spans)) == 800
+    assert len(spans.memcached()) == 800
     assert tracer.current_span() is None
     assert integration._CALL.get() is None
 
@@ -538,12 +510,12 @@ def test_stability_long_with_restarts(patched, spans):
         for _ in range(5):
             spans.spans.clear()
             _cycle(c, 2000)
-            up = ours(spans)
+            up = spans.memcached()
             assert len(up) == 8000 and not any(s.error for s in up)
             server.stop()
             spans.spans.clear()
             _cycle(c, 20)
-            down = ours(spans)
+            down = spans.memcached()
             assert len(down) == 80 and all(s.error == 1 and s.finished for s in down)
             server = MemcachedProcess(port=port)
             time.sleep(0.2)  # past mark_down_period_s

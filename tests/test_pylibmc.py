@@ -7,8 +7,6 @@ and faults (a server killed mid-run included), clones and pools, threads, stabil
 key redaction, and how ours shares pylibmc with ddtrace's built-in integration.
 """
 
-import threading
-
 import pytest
 
 pylibmc = pytest.importorskip("pylibmc")
@@ -17,27 +15,22 @@ import ddtrace  # noqa: E402
 from ddtrace.trace import tracer  # noqa: E402
 
 from adapters import holder  # noqa: E402
+from adapters import spec  # noqa: E402
 from adapters.pylibmc import BEHAVIORS  # noqa: E402
-from adapters.pylibmc import spec  # noqa: E402
+from conftest import Pin  # noqa: E402
 from conftest import app  # noqa: E402
 from conftest import ddtrace_run  # noqa: E402
+from conftest import host_of  # noqa: E402
 from conftest import run_python  # noqa: E402
+from conftest import run_threads  # noqa: E402
 from conftest import spans_of  # noqa: E402
+from conftest import untraced_and_traced  # noqa: E402
 import ddtrace_memcached  # noqa: E402
 from ddtrace_memcached.clients import pylibmc as ours_pylibmc  # noqa: E402
 from ddtrace_memcached.commands import REDACTED  # noqa: E402
 from servers import MemcachedProcess  # noqa: E402
 
 SECRET = b"s3cr7-value-0f-the-app"
-
-if int(ddtrace.__version__.split(".")[0]) >= 4:
-    from ddtrace._trace.pin import Pin
-else:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from ddtrace.trace import Pin
 
 
 def make(*addresses, **behaviors):
@@ -58,16 +51,8 @@ def nodes_client(memcached_nodes, patched):
     c.disconnect_all()
 
 
-def ours(spans):
-    return spans.memcached()
-
-
 def resources(spans):
-    return [s.resource for s in ours(spans)]
-
-
-def host_of(span):
-    return span.get_tag("out.host"), span.get_metric("network.destination.port")
+    return [s.resource for s in spans.memcached()]
 
 
 # --- every command: one span, its resource, its host, its result --------------------
@@ -98,7 +83,7 @@ def test_command_is_one_span(client, memcached, spans, method, args, expected, r
     client.set_multi(SETUP)
     spans.spans.clear()
     assert getattr(client, method)(*args) == expected
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.resource == resource
     assert host_of(span) == memcached
     assert span.error == 0
@@ -115,8 +100,8 @@ def test_gets_and_cas(client, memcached, spans):
     assert client.gets("missing") == (None, None)
     assert client.gets("none")[0] is None
     assert resources(spans) == ["gets", "cas", "gets", "gets"]
-    assert [s.get_metric("db.row_count") for s in ours(spans)] == [1, None, 0, 1]
-    assert all(host_of(s) == memcached for s in ours(spans))
+    assert [s.get_metric("db.row_count") for s in spans.memcached()] == [1, None, 0, 1]
+    assert all(host_of(s) == memcached for s in spans.memcached())
 
 
 def test_get_row_count_with_falsy_values_defaults_and_stored_none(client, spans):
@@ -127,7 +112,7 @@ def test_get_row_count_with_falsy_values_defaults_and_stored_none(client, spans)
     assert client.get("none", "default") is None  # a stored None is a hit
     assert client.get("missing") is None
     assert client.get("missing", "default") == "default"
-    assert [s.get_metric("db.row_count") for s in ours(spans)] == [1, 1, 1, 0, 0]
+    assert [s.get_metric("db.row_count") for s in spans.memcached()] == [1, 1, 1, 0, 0]
 
 
 def test_get_with_a_default_keyword_raises_as_untraced(client, spans):
@@ -136,7 +121,7 @@ def test_get_with_a_default_keyword_raises_as_untraced(client, spans):
     ``f = c.get; f(k, default=1)`` shows untraced.)"""
     with pytest.raises(TypeError, match="takes no keyword arguments"):
         client.get("k", default=1)
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.error == 1 and span.finished and span.get_tag("error.type") == "builtins.TypeError"
     assert tracer.current_span() is None
 
@@ -152,9 +137,9 @@ def test_mapping_forms_are_one_span_of_their_command(client, memcached, spans):
     with pytest.raises(KeyError):
         del client["k"]
     assert resources(spans) == ["set", "get", "get", "get", "get", "delete", "delete"]
-    rows = [s.get_metric("db.row_count") for s in ours(spans) if s.resource == "get"]
+    rows = [s.get_metric("db.row_count") for s in spans.memcached() if s.resource == "get"]
     assert rows == [1, 1, 0, 0]
-    assert all(host_of(s) == memcached and s.error == 0 for s in ours(spans))
+    assert all(host_of(s) == memcached and s.error == 0 for s in spans.memcached())
 
 
 def test_server_wide_commands(client, memcached, spans):
@@ -163,7 +148,7 @@ def test_server_wide_commands(client, memcached, spans):
     assert client.get_stats("slabs") is not None
     assert client.flush_all() is True
     assert resources(spans) == ["stats", "stats", "flush_all"]
-    assert all(host_of(s) == memcached for s in ours(spans))
+    assert all(host_of(s) == memcached for s in spans.memcached())
 
 
 def test_traced_results_equal_untraced(memcached, spans):
@@ -176,14 +161,9 @@ def test_traced_results_equal_untraced(memcached, spans):
         out.append(c.get_multi(["k", "a", "b", "c", "missing"]))
         return out
 
-    untraced = script(make(memcached))
-    ddtrace_memcached.patch()
-    try:
-        traced = script(make(memcached))
-    finally:
-        ddtrace_memcached.unpatch()
+    untraced, traced = untraced_and_traced(lambda: script(make(memcached)))
     assert traced == untraced
-    assert len(ours(spans)) == 3 * len(COMMANDS) + 1
+    assert len(spans.memcached()) == 3 * len(COMMANDS) + 1
 
 
 # --- the host: the server that holds the key -----------------------------------------
@@ -214,7 +194,7 @@ def test_each_key_names_the_server_that_holds_it(memcached_nodes, spans, patched
         for name, call in SINGLE_KEY_CALLS[1:]:
             spans.spans.clear()
             call(c, key)
-            (span,) = ours(spans)
+            (span,) = spans.memcached()
             held = holder(memcached_nodes, (key + "-new").encode()) if name == "add" else expected
             assert host_of(span) == held, (name, key)
         c.set(key, b"v")
@@ -238,11 +218,11 @@ def test_host_after_a_dead_server_is_ejected(memcached_nodes, dead_address, span
             c.set(key, b"v")
         except pylibmc.Error:
             failed += 1
-            (span,) = ours(spans)
+            (span,) = spans.memcached()
             assert span.error == 1 and host_of(span) == dead_address, key
             continue
         stored += 1
-        (span,) = ours(spans)
+        (span,) = spans.memcached()
         assert host_of(span) == holder(memcached_nodes[:2], key.encode()), key
     assert failed and stored, (failed, stored)  # both paths were exercised
 
@@ -260,7 +240,7 @@ def test_multi_key_call_names_a_host_only_when_one_server_holds_every_key(nodes_
     assert nodes_client.get_multi(keys) == {k: b"v" for k in keys}
     two = [by_server[s][0] for s in sorted(by_server)[:2]]
     assert nodes_client.delete_multi(two) is True
-    found = ours(spans)
+    found = spans.memcached()
     assert [host_of(s) for s in found[:3]] == sorted(by_server)
     assert [s.get_metric("memcached.servers") for s in found[:3]] == [None] * 3
     for span in found[3:]:
@@ -275,13 +255,13 @@ def test_multi_key_prefix_is_hashed_with_the_key(nodes_client, memcached_nodes, 
     nodes_client.set_multi({"a": b"1"}, 0, "p:")
     assert nodes_client.get_multi(["a"], key_prefix="p:") == {"a": b"1"}
     where = holder(memcached_nodes, b"p:a")
-    assert [host_of(s) for s in ours(spans)] == [where] * 3
+    assert [host_of(s) for s in spans.memcached()] == [where] * 3
 
 
 def test_server_wide_commands_on_three_servers(nodes_client, spans):
     assert len(nodes_client.get_stats()) == 3
     assert nodes_client.flush_all() is True
-    for span in ours(spans):
+    for span in spans.memcached():
         assert span.get_tag("out.host") is None
         assert span.get_metric("memcached.servers") == 3
 
@@ -291,7 +271,7 @@ def test_unix_socket_and_tuple_specs(memcached_unix, memcached, spans, patched):
     assert c.set("k", b"v") is True
     t = pylibmc.Client([(pylibmc.server_type_tcp, memcached[0], memcached[1])])
     assert t.set("k", b"v") is True
-    unix, tcp = ours(spans)
+    unix, tcp = spans.memcached()
     assert unix.get_tag("out.host") == memcached_unix and unix.get_metric("network.destination.port") is None
     assert host_of(tcp) == memcached
 
@@ -300,8 +280,8 @@ def test_unix_socket_and_tuple_specs(memcached_unix, memcached, spans, patched):
 
 
 def error_span(spans, resource):
-    found = [s for s in ours(spans) if s.resource == resource]
-    assert len(found) == 1, [s.resource for s in ours(spans)]
+    found = [s for s in spans.memcached() if s.resource == resource]
+    assert len(found) == 1, [s.resource for s in spans.memcached()]
     span = found[0]
     assert span.finished and span.error == 1
     assert tracer.current_span() is None
@@ -371,7 +351,7 @@ def test_timeout_on_a_silent_server(silent_server, spans, patched):
         # libmemcached 1.0 reports a timed-out get as a miss: pylibmc returns the default,
         # and no error reaches Python for the span to record (documented).
         assert fresh.get("k") is None
-        (miss,) = ours(spans)
+        (miss,) = spans.memcached()
         assert miss.error == 0 and miss.get_metric("db.row_count") == 0
     else:
         with pytest.raises(pylibmc.Error) as raised:
@@ -428,7 +408,7 @@ def test_server_killed_mid_run(spans, patched):
                 outcomes.append(("raised", type(exc)))
     finally:
         server.stop()
-    found = ours(spans)
+    found = spans.memcached()
     assert [s.resource for s in found] == ["set", "get", "set", "get", "incr"]
     assert [s.error for s in found[:2]] == [0, 0]
     for span, outcome in zip(found[2:], outcomes):
@@ -447,7 +427,7 @@ def test_clone_is_traced_and_keeps_overrides(memcached, spans, patched):
     clone = c.clone()
     assert type(clone) is pylibmc.Client
     clone.set("k", b"v")
-    (span,) = ours(spans)
+    (span,) = spans.memcached()
     assert span.service == "sessions" and span.get_tag("team") == "web"
     assert host_of(span) == memcached
 
@@ -481,7 +461,7 @@ def test_pool_clients_are_traced_and_pool_overrides_cover_them(memcached, spans,
     with pool.reserve() as mc:
         pass
     mc.get("k")  # outside the reservation: the pool's override does not apply
-    first, second, outside = ours(spans)
+    first, second, outside = spans.memcached()
     assert (first.service, first.get_tag("pool")) == ("pooled", pool_kind)
     assert (second.service, second.get_tag("pool")) == ("own", pool_kind)
     assert (outside.service, outside.get_tag("pool")) == ("memcached", None)
@@ -499,33 +479,25 @@ def test_pool_pin_and_exception_in_the_block(memcached, spans, patched):
     assert pool.qsize() == 1  # the client went back
     with pool.reserve() as mc:
         mc.get("k")
-    assert [s.service for s in ours(spans)] == ["pinned-pool", "pinned-pool"]
+    assert [s.service for s in spans.memcached()] == ["pinned-pool", "pinned-pool"]
 
 
 def test_threads_with_a_thread_mapped_pool(memcached, spans, patched):
     pool = pylibmc.ThreadMappedPool(make(memcached))
-    parents, errors = {}, []
 
     def work(n):
         try:
             with tracer.trace("thread.%d" % n) as parent:
-                parents[n] = parent
                 for i in range(20):
                     with pool.reserve() as mc:
                         mc.set("t%d-%d" % (n, i), b"v")
                         assert mc.get("t%d-%d" % (n, i)) == b"v"
-        except Exception as exc:  # pragma: no cover - shown by the assert below
-            errors.append(exc)
+            return parent
         finally:
             pool.relinquish()
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
-    found = ours(spans)
+    parents = run_threads(work, 4)
+    found = spans.memcached()
     assert len(found) == 4 * 40
     for n, parent in parents.items():
         children = [s for s in found if s.parent_id == parent.span_id]
@@ -564,7 +536,7 @@ def test_disabled_tracer_same_results_no_spans(client, spans):
         assert client.get_multi(["k", "missing"]) == {"k": b"v"}
     finally:
         tracer.enabled = True
-    assert ours(spans) == []
+    assert spans.memcached() == []
 
 
 # --- security --------------------------------------------------------------------------
@@ -578,8 +550,8 @@ def test_no_value_and_no_key_in_any_tag(nodes_client, spans):
     nodes_client.set_multi({key: SECRET, "other": SECRET})
     nodes_client.get_multi([key, "other"])
     nodes_client.add_multi({key: SECRET})
-    assert len(ours(spans)) == 6
-    for span in ours(spans):
+    assert len(spans.memcached()) == 6
+    for span in spans.memcached():
         text = " ".join("%s=%s" % kv for kv in span.get_tags().items())
         assert SECRET.decode() not in text and key not in text
 
@@ -592,7 +564,7 @@ def test_keys_in_query_only_when_enabled_never_values(client, spans, command_ena
     client.set_multi(keys={"1": SECRET}, key_prefix=b"p:")
     client.delete_multi(["1"], key_prefix="p:")
     client.get_stats("slabs")
-    queries = [s.get_tag("memcached.query") for s in ours(spans)]
+    queries = [s.get_tag("memcached.query") for s in spans.memcached()]
     assert queries == [
         "set k1",
         "set_many k2 k3",
@@ -602,7 +574,7 @@ def test_keys_in_query_only_when_enabled_never_values(client, spans, command_ena
         "delete_many p:1",
         "stats slabs",
     ]
-    for span in ours(spans):
+    for span in spans.memcached():
         assert SECRET.decode() not in " ".join("%s=%s" % kv for kv in span.get_tags().items())
 
 

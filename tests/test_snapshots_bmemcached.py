@@ -6,9 +6,7 @@ its results, and its commands run inside one ``app.request`` span (one trace).
 
 import pytest
 
-from conftest import SNAPSHOT_DEAD_PORT
-from conftest import SNAPSHOT_PORTS
-from conftest import SNAPSHOT_SOCKET
+from conftest import snapshot_server_strings
 
 pytest.importorskip("bmemcached")
 
@@ -17,17 +15,7 @@ pytestmark = pytest.mark.snapshot
 PRELUDE = """
 import bmemcached
 from ddtrace.trace import tracer
-
-SERVER = "127.0.0.1:{port}"
-NODES = {nodes!r}
-SOCKET = {socket!r}
-DEAD = "127.0.0.1:{dead}"
-""".format(
-    port=SNAPSHOT_PORTS[0],
-    nodes=["127.0.0.1:%d" % port for port in SNAPSHOT_PORTS],
-    socket=SNAPSHOT_SOCKET,
-    dead=SNAPSHOT_DEAD_PORT,
-)
+""" + snapshot_server_strings()
 
 
 def test_commands(snapshot):

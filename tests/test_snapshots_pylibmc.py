@@ -9,24 +9,15 @@ import pytest
 
 pylibmc = pytest.importorskip("pylibmc")
 
-from conftest import SNAPSHOT_DEAD_PORT  # noqa: E402
-from conftest import SNAPSHOT_PORTS  # noqa: E402
-from conftest import SNAPSHOT_SOCKET  # noqa: E402
+from conftest import snapshot_server_strings  # noqa: E402
 from ddtrace_memcached.clients.pylibmc import ALL_COMMANDS  # noqa: E402
 
-PRELUDE = """
+PRELUDE = (
+    """
 import pylibmc
-
-SERVER = "127.0.0.1:{port}"
-NODES = {nodes!r}
-SOCKET = {socket!r}
-DEAD = "127.0.0.1:{dead}"
-c = pylibmc.Client([SERVER], behaviors={{"cas": True}})
-""".format(
-    port=SNAPSHOT_PORTS[0],
-    nodes=["127.0.0.1:%d" % port for port in SNAPSHOT_PORTS],
-    socket=SNAPSHOT_SOCKET,
-    dead=SNAPSHOT_DEAD_PORT,
+"""
+    + snapshot_server_strings()
+    + 'c = pylibmc.Client([SERVER], behaviors={"cas": True})\n'
 )
 
 pytestmark = pytest.mark.snapshot

@@ -8,9 +8,11 @@ run each operation to completion on the adapter's own event loop, so the contrac
 synchronous.
 """
 
+import asyncio
 import importlib
 import socket
 from typing import Any
+from typing import Callable
 from typing import Dict
 from typing import List
 from typing import Optional
@@ -84,6 +86,18 @@ class Adapter:
             return ("ok", self.call(op, client, *args))
         except Exception as exc:
             return ("raised", type(exc).__name__, str(exc))
+
+
+def spec(address: Address) -> str:
+    """The server string of pylibmc and bmemcached: ``host:port``, or a unix socket path as it is."""
+    return address if isinstance(address, str) else "%s:%d" % tuple(address)
+
+
+def runner() -> Callable[[Any], Any]:
+    """``run(coro)`` for an async client's adapter: runs ``coro`` to completion in a task of a
+    new event loop, the same one on every call (clients keep connections bound to it); the
+    task copies the caller's context (its active span), as ``asyncio.run`` would."""
+    return asyncio.new_event_loop().run_until_complete
 
 
 def load(client: str) -> Adapter:

@@ -1,20 +1,14 @@
 """aiomcache: ``Client`` of one server; each operation runs to completion on the adapter's loop."""
 
-import asyncio
 import inspect
 
 import aiomcache
 from aiomcache.exceptions import ValidationException
 
 from adapters import Adapter
+from adapters import runner
 
-_LOOP = asyncio.new_event_loop()  # one for the session: clients keep connections bound to it
-
-
-def run(coro):
-    """Runs ``coro`` in a task of the adapter's loop; the task copies the caller's context
-    (its active span), as ``asyncio.run`` would."""
-    return _LOOP.run_until_complete(coro)
+run = runner()  # on the adapter's own loop, for the session
 
 
 class AiomcacheAdapter(Adapter):

@@ -4,13 +4,7 @@
 import bmemcached
 
 from adapters import Adapter
-
-
-def spec(address) -> str:
-    """bmemcached's server string for a (host, port) or a unix socket path."""
-    if isinstance(address, str):
-        return address
-    return "%s:%d" % address
+from adapters import spec
 
 
 class BmemcachedAdapter(Adapter):

@@ -7,15 +7,10 @@ import emcache
 import emcache.client
 
 from adapters import Adapter
+from adapters import runner
 
 CLOSE_TIMEOUT = 0.5
-_LOOP = asyncio.new_event_loop()  # one for the session: clients keep connections bound to it
-
-
-def run(coro):
-    """Runs ``coro`` in a task of the adapter's loop; the task copies the caller's context
-    (its active span), as ``asyncio.run`` would."""
-    return _LOOP.run_until_complete(coro)
+run = runner()  # on the adapter's own loop, for the session
 
 
 def addresses(servers):

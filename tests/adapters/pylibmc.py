@@ -5,15 +5,11 @@ import re
 import pylibmc
 
 from adapters import Adapter
+from adapters import spec
 
 # Short timeouts: the contract's dead and silent servers must not take libmemcached's 4-5 s.
 BEHAVIORS = {"connect_timeout": 2000, "receive_timeout": 2_000_000, "send_timeout": 2_000_000, "_poll_timeout": 2000}
 _POINTER = re.compile(r"\(0x[0-9a-f]+\)")
-
-
-def spec(address) -> str:
-    """pylibmc's server spec: ``host:port``, or a unix socket path as it is."""
-    return address if isinstance(address, str) else "%s:%d" % tuple(address)
 
 
 class PylibmcAdapter(Adapter):
