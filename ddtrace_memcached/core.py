@@ -146,7 +146,13 @@ def _start_span(library: Library, command: Command, instance: Any, args: tuple, 
         if type(server) is Fanout:  # several servers: none is named
             span.set_metric("memcached.servers", int(server))
             server = None
-        host, port, fixed = _NO_SERVER if server is None else _host_tags(server)
+        if server is None:
+            host, port, fixed = _NO_SERVER
+        else:
+            try:
+                host, port, fixed = _HOST_TAGS[server]  # inlined _host_tags, for a known server
+            except (KeyError, TypeError):
+                host, port, fixed = _host_tags(server)
         if type(span) is _FAST_SPAN and fixed is not None:
             span._set_attributes(fixed)  # what the else branch sets, in one call: see tagging
         else:
@@ -189,12 +195,21 @@ def _on_result(library: Library, command: Command, span, instance: Any, result: 
         if command.read is not _READ_NONE:
             rows = library.found(command, result)
             if rows is not None:
-                span.set_metric("db.row_count", rows)
+                set_count(span, "db.row_count", rows)
         failure = library.failure(instance, command, result)
         if failure is not None:
             mark_failed(span, *failure)
     except Exception:
         log.debug("could not read the result of memcached %s", command.resource, exc_info=True)
+
+
+def set_count(span, key: str, count: int) -> None:
+    """``span.set_metric(key, count)`` for an ``int``: on the native span, the one call
+    that ``set_metric`` itself makes for an ``int`` under any key but ``_dd.measured``."""
+    if type(span) is _FAST_SPAN and type(count) is int:
+        span._set_attribute(key, count)
+    else:
+        span.set_metric(key, count)
 
 
 def mark_failed(span, error_type: str, message: str) -> None:
@@ -219,10 +234,9 @@ def _record_error(library: Library, span, exc: BaseException) -> None:
 
 
 def _sent(command: Command, args: tuple, kwargs: dict):
-    """The arguments to send, and the caller's ``get`` default (``Read.ONE*``: a sentinel
-    default tells a miss from a stored value). None when the call is sent as it is."""
-    if command.read is not _READ_ONE and command.read is not _READ_ONE_WITH_CAS:
-        return None
+    """The arguments to send for a ``Read.ONE*`` command, and the caller's ``get``
+    default (a sentinel default tells a miss from a stored value). None when the call
+    is sent as it is."""
     try:
         return commands.with_miss_sentinel(args, kwargs)
     except Exception:
@@ -234,7 +248,10 @@ def _restored(command: Command, span, result: Any, default: Any) -> Any:
     """Undoes the sentinel of :func:`_sent`: the app's result, with ``db.row_count`` set."""
     try:
         result, rows = commands.restore_default(command, result, default)
-        span.set_metric("db.row_count", rows)
+        if type(span) is _FAST_SPAN:
+            span._set_attribute("db.row_count", rows)  # inlined set_count
+        else:
+            span.set_metric("db.row_count", rows)
     except Exception:
         log.debug("could not count the keys found by memcached %s", command.resource, exc_info=True)
         # The sentinel must never reach the app.
@@ -269,7 +286,10 @@ def trace(library: Library, command: Command, wrapped: Callable, instance: Any, 
         _record_error(library, span, exc)
         raise  # the same object, unchanged
     finally:
-        _finish(span, command)
+        try:  # inlined _finish
+            span.finish()
+        except Exception:
+            log.debug("could not finish the span of memcached %s", command.resource, exc_info=True)
 
 
 @wrapping.ours
@@ -299,11 +319,13 @@ async def _traced_coroutine(library, command, wrapped, instance, args, kwargs):
         log.debug("could not start the span of memcached %s", command.resource, exc_info=True)
         return await wrapped(*args, **kwargs)
     try:
-        sent = _sent(command, args, kwargs)
-        if sent is not None:
-            return _restored(command, span, await wrapped(*sent[0], **sent[1]), sent[2])
+        read = command.read
+        if read is _READ_ONE or read is _READ_ONE_WITH_CAS:
+            sent = _sent(command, args, kwargs)
+            if sent is not None:
+                return _restored(command, span, await wrapped(*sent[0], **sent[1]), sent[2])
         result = await wrapped(*args, **kwargs)
-        if command.read is not _READ_NONE or library.swallows:
+        if read is not _READ_NONE or library.swallows:
             _on_result(library, command, span, instance, result)
         return result
     except BaseException as exc:

@@ -4,7 +4,9 @@ A span belongs to the object that sent the command (pymemcache's ``Client``, a
 per-server protocol object), but users configure the client they hold, which may be
 a pool, a hash ring or a retrying client around it. Those outer clients are wrapped
 with :func:`within`, which puts their override in a context variable for the
-duration of a call; the span reads it (:func:`for_span`).
+duration of a call; the span reads it (:func:`for_span`). A pool that makes its own
+connection clients can instead :func:`adopt` them: their spans then read the pool's
+override directly, which costs no wrapper around the pool's methods.
 """
 
 import contextlib
@@ -27,6 +29,7 @@ log = logging.getLogger("ddtrace.contrib.memcached")
 
 PIN_ATTR = "_datadog_pin"  # where ddtrace's Pin.onto() puts a Pin, on 3.x and 4.x
 OVERRIDE_ATTR = "_ddtrace_memcached_override"
+OWNER_ATTR = "_ddtrace_memcached_owner"  # a weak reference to the outer client (adopt())
 
 
 def _attr(obj: Any, name: str) -> Any:
@@ -171,13 +174,25 @@ def unshare_across_threads(cls: type) -> None:
             delattr(cls, name)
 
 
+def adopt(client: Any, owner: Any) -> None:
+    """Makes ``owner``'s override and Pin apply to ``client``'s spans, as if ``owner``'s
+    methods were wrapped with :func:`within`: for the clients a pool creates itself."""
+    setattr(client, OWNER_ATTR, weakref.ref(owner))
+
+
 def for_span(client: Any) -> Scope:
     """The scope of a span (or a call) that ``client`` is about to make.
 
-    The most specific setting wins: the client's own over its outer clients', inner
-    outer clients over outer ones.
+    The most specific setting wins: the client's own over its owner's (:func:`adopt`),
+    and that over its outer clients', inner outer clients over outer ones.
     """
-    return _own(client, _scope.get())
+    outer = _scope.get()
+    owner = getattr(client, OWNER_ATTR, None)
+    if type(owner) is weakref.ref:  # not what a __getattr__ makes up
+        owner = owner()
+        if owner is not None:
+            outer = _own(owner, outer)
+    return _own(client, outer)
 
 
 def run_within(scope: Scope, func: Callable, args: tuple, kwargs: dict) -> Any:

@@ -58,11 +58,11 @@ def patch() -> None:
     core.configure()
     _patched = True
     for client in settings.clients():
+        if client in sys.modules:
+            _patch_client(client, existing=True)
         if client not in _hooked:
             _hooked.add(client)
-            wrapt.importer.when_imported(client)(_on_import)  # runs now if imported already
-        elif client in sys.modules:
-            _patch_client(client)
+            wrapt.importer.when_imported(client)(_on_import)
 
 
 def unpatch() -> None:
@@ -83,8 +83,13 @@ def _on_import(module: ModuleType) -> None:
         _patch_client(module.__name__)
 
 
-def _patch_client(client: str) -> None:
-    """Never raises: a client that cannot be traced is left untraced."""
+def _patch_client(client: str, existing: bool = False) -> None:
+    """Never raises: a client that cannot be traced is left untraced.
+
+    ``existing``: the app imported the client before :func:`patch`, so it may hold
+    client objects already, which the client module's ``patch_existing()`` (if it has
+    one) fixes up.
+    """
     if client in _clients:
         return
     try:
@@ -93,6 +98,8 @@ def _patch_client(client: str) -> None:
             return
         module.patch()
         _clients[client] = module
+        if existing and hasattr(module, "patch_existing"):
+            module.patch_existing()
     except Exception:
         log.debug("could not patch %s", client, exc_info=True)
 

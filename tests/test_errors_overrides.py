@@ -22,7 +22,6 @@ from typing import Callable
 from typing import NamedTuple
 from typing import Optional
 
-import ddtrace
 from ddtrace import config
 from ddtrace.trace import tracer
 import pymemcache
@@ -37,6 +36,7 @@ from pymemcache.serde import pickle_serde
 import pytest
 import wrapt
 
+from conftest import Pin
 import ddtrace_memcached
 from ddtrace_memcached import commands as dm_commands
 from ddtrace_memcached import core as dm_core
@@ -44,15 +44,6 @@ from ddtrace_memcached import overrides as dm_overrides
 from ddtrace_memcached import settings as dm_settings
 from ddtrace_memcached.clients.pymemcache import HAS_RETRYING_CLIENT
 from reliability import FaultServer
-
-if int(ddtrace.__version__.split(".")[0]) >= 4:
-    from ddtrace._trace.pin import Pin
-else:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from ddtrace.trace import Pin
 
 if HAS_RETRYING_CLIENT:
     from pymemcache.client.retrying import RetryingClient
@@ -771,6 +762,24 @@ def test_override_set_before_patch(kind, build, spans, patch_later):
     got = spans.memcached()
     assert len(got) >= issued
     assert_all(got, "early", {"team": "early"})
+
+
+def test_pool_used_before_patch(build, spans, patch_later):
+    """A PooledClient made and used before patch(): its override (set after patch) reaches
+    the spans of the connection it opened before patch() and of one it opens after."""
+    pool = build("pooled")
+    assert pool.set("key-0", b"zero", noreply=False) is True  # opens a connection, untraced
+    (before,) = pool.client_pool.free
+    patch_later()
+    ddtrace_memcached.override(pool, service="pool-svc", tags={"team": "pool"})
+    assert pool.get("key-0") == b"zero"  # on the connection from before patch()
+    with pool.client_pool.get_and_release() as held:  # so that the pool opens another
+        assert held is before
+        assert pool.get("key-0") == b"zero"
+    assert len(pool.client_pool.free) == 2
+    got = spans.memcached()
+    assert [s.resource for s in got] == ["get", "get"]
+    assert_all(got, "pool-svc", {"team": "pool"})
 
 
 # =================================================================================

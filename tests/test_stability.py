@@ -126,14 +126,15 @@ import wrapt
 from pymemcache.client.base import PooledClient
 from pymemcache.client.hash import HashClient
 
-from ddtrace_memcached.clients.pymemcache import COMMANDS
 from ddtrace_memcached.clients.pymemcache import HAS_RETRYING_CLIENT
+from ddtrace_memcached.clients.pymemcache import targets as pymemcache_targets
 
-targets = [(cls, c.method) for cls in (Client, PooledClient, HashClient) for c in COMMANDS if c.method in vars(cls)]
 if HAS_RETRYING_CLIENT:
     from pymemcache.client.retrying import RetryingClient
 
-    targets.append((RetryingClient, "_retry"))
+# Every method the module wraps (Client's commands, HashClient's, PooledClient._create_client...).
+targets = [(cls, method) for cls, method, _ in pymemcache_targets() if method in vars(cls)]
+assert len(targets) > 20 and (PooledClient, "_create_client") in targets, targets
 originals = {{t: vars(t[0])[t[1]] for t in targets}}
 client = Client(ADDRESS, default_noreply=False, no_delay=True)
 stacked, restored_wrong, span_counts = [], [], set()

@@ -144,6 +144,8 @@ def _as(cmd: Command, resource: str) -> Command:
 @wrapping.ours
 def trace(cmd, wrapped, instance, args, kwargs):
     """:func:`core.trace` of a ``Protocol`` method, named after the app's command."""
+    if not tracer.enabled:  # no span to name or to mark failed
+        return wrapped(*args, **kwargs)
     resource = _COMMAND.get()
     if resource is not None and resource != cmd.resource:
         cmd = _as(cmd, resource)

@@ -252,6 +252,8 @@ def within_call(cmd: Command, wrapped, instance, args, kwargs):
 @wrapping.ours
 def traced_exec(multi: bool, wrapped, instance, args, kwargs):
     """For ``exec_on_pool`` / ``exec_multi_on_pool``: the span of one server round trip."""
+    if not tracer.enabled:
+        return wrapped(*args, **kwargs)
     call = _CALL.get()
     if call is not None:
         cmd = call[0]

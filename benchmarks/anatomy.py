@@ -1,0 +1,171 @@
+"""Where a traced command's cost goes: the span, its tags, the wrapper, and the rest.
+
+``overhead.py`` says how much each variant adds; this says what that addition is made
+of, by counting (with callgrind) the instructions of each part on its own, in the same
+shape as ``overhead.py``'s batches (traces of 50 spans under a root span, the writer
+flushed at the end so that encoding counts):
+
+- ``span``: ``tracer.trace()`` and ``finish()`` with no tags: what any integration pays;
+- ``tags``: our 8 tags and metrics on that span (what the span model asks for), through
+  ``set_tag``/``set_metric``; ``tags-native``: the same in the native calls that ours
+  makes on ddtrace 4.1+ (``ddtrace_memcached/tagging.py``);
+- ``wrapt``: calling a method through a wrapt ``FunctionWrapper`` whose wrapper only
+  calls it: the price of the interception itself, paid even with the tracer disabled;
+- ``python-wrapper``: the same through a plain Python function, for comparison.
+
+Each part runs in its own interpreter under callgrind, once with no commands and once
+with ``--commands``; the difference, per command, is the part's cost. The counts do not
+move with load on the machine. Run: ``.venv/bin/python benchmarks/anatomy.py``.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+PARTS = ("empty", "span", "tags", "tags-native", "wrapt", "python-wrapper")
+FIXED = {
+    "component": "memcached",
+    "span.kind": "client",
+    "db.system": "memcached",
+    "out.host": "127.0.0.1",
+    "server.address": "127.0.0.1",
+    "network.destination.port": 11211,
+    "_dd.measured": 1,
+}
+
+
+def _command(part: str):
+    """One 'command' of ``part``: a function of no arguments that calls a method, as an
+    app calls a client's (looked up on the object each time: that is where a wrapper binds)."""
+    from ddtrace.trace import tracer
+
+    class Plain:
+        def get(self):
+            return 1
+
+    plain = Plain()
+
+    def empty():
+        plain.get()
+
+    def span():
+        s = tracer.trace("memcached.command", service="memcached", resource="get", span_type="cache")
+        plain.get()
+        s.finish()
+
+    def tags():
+        s = tracer.trace("memcached.command", service="memcached", resource="get", span_type="cache")
+        for key, value in FIXED.items():  # the public API: what every ddtrace version has
+            if isinstance(value, int):
+                s.set_metric(key, value)
+            else:
+                s.set_tag(key, value)
+        plain.get()
+        s.set_metric("db.row_count", 1)
+        s.finish()
+
+    def tags_native():
+        s = tracer.trace("memcached.command", service="memcached", resource="get", span_type="cache")
+        s._set_attributes(FIXED)
+        plain.get()
+        s._set_attribute("db.row_count", 1)
+        s.finish()
+
+    import wrapt
+
+    class Wrapped(Plain):
+        pass
+
+    wrapt.wrap_function_wrapper(Wrapped, "get", lambda wrapped, instance, args, kwargs: wrapped(*args, **kwargs))
+    wrapped = Wrapped()
+
+    def through_wrapt():
+        wrapped.get()
+
+    class Decorated(Plain):
+        def get(self, *args, **kwargs):
+            return Plain.get(self, *args, **kwargs)
+
+    decorated = Decorated()
+
+    def through_python():
+        decorated.get()
+
+    return {
+        "empty": empty,
+        "span": span,
+        "tags": tags,
+        "tags-native": tags_native,
+        "wrapt": through_wrapt,
+        "python-wrapper": through_python,
+    }[part]
+
+
+def _run(part: str, commands: int) -> None:
+    """Runs ``commands`` of ``part`` in traces of 50 under a root span, then flushes."""
+    from ddtrace.trace import tracer
+
+    command = _command(part)
+
+    def batch(n):
+        for _ in range(n // 50):
+            with tracer.trace("bench.root"):
+                for _ in range(50):
+                    command()
+        tracer.flush()
+
+    batch(500)  # warm-up: the same code paths, before the counted ones
+    batch(commands)
+
+
+def _count(part: str, commands: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        env = dict(
+            os.environ,
+            PYTHONHASHSEED="0",
+            DD_TRACE_AGENT_URL="http://127.0.0.1:9",  # nothing listens: the writer drops, after encoding
+            DD_TRACE_WRITER_INTERVAL_SECONDS="3600",
+            DD_INSTRUMENTATION_TELEMETRY_ENABLED="false",
+            DD_REMOTE_CONFIGURATION_ENABLED="false",
+        )
+        argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, sys.executable, __file__]
+        subprocess.run(
+            argv + ["--run", part, "--commands", str(commands)],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        with open(out) as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("totals:"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--commands", type=int, default=1000, help="commands counted per part (default 1000)")
+    parser.add_argument("--run", choices=PARTS, help=argparse.SUPPRESS)  # the measured process
+    args = parser.parse_args()
+    if args.run:
+        _run(args.run, args.commands)
+        return
+    from ddtrace_memcached import tagging
+
+    parts = [p for p in PARTS if p != "tags-native" or tagging.FAST_SPAN is not None]
+    per = {"tags-native": float("nan")}
+    for part in parts:
+        per[part] = (_count(part, args.commands) - _count(part, 0)) / args.commands / 1000
+    empty = per["empty"]
+    print("| part | k instructions per command |")
+    print("|---|---|")
+    print("| a span, no tags (tracer.trace + finish, encoded) | %.1f |" % (per["span"] - empty))
+    print("| our 8 tags and metrics on it (set_tag/set_metric) | %.1f |" % (per["tags"] - per["span"]))
+    print("| the same in ours' native calls (ddtrace 4.1+) | %.1f |" % (per["tags-native"] - per["span"]))
+    print("| a wrapt FunctionWrapper around a method | %.1f |" % (per["wrapt"] - empty))
+    print("| a plain Python wrapper around a method | %.1f |" % (per["python-wrapper"] - empty))
+
+
+if __name__ == "__main__":
+    main()
