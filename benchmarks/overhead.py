@@ -711,9 +711,10 @@ def chart(results: dict, path: str) -> str:
         panels.append((results["instructions"]["enabled"], "k instructions added", 1e-3, title))
     if not panels:
         return "no chart: nothing measured with the tracer enabled"
-    names = [n for n in WORKLOADS if n in panels[0][0]["ours"]]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(10, 0.7 * len(names)), 4.5 * len(panels)), squeeze=False)
+    most = max(len(panel[0]["ours"]) for panel in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(10, 0.7 * most), 4.5 * len(panels)), squeeze=False)
     for ax, (summary, ylabel, scale, title) in zip(axes[:, 0], panels):
+        names = [n for n in WORKLOADS if n in summary["ours"]]  # each panel its own workloads
         variants = [v for v in summary if v != "untraced"]
         width = 0.8 / len(variants)
         for i, v in enumerate(variants):
