@@ -19,10 +19,8 @@ move with load on the machine. Run: ``.venv/bin/python benchmarks/anatomy.py``.
 """
 
 import argparse
-import os
-import subprocess
-import sys
-import tempfile
+
+import callgrind
 
 PARTS = ("empty", "span", "tags", "tags-native", "wrapt", "python-wrapper")
 FIXED = {
@@ -105,42 +103,11 @@ def _command(part: str):
 
 def _run(part: str, commands: int) -> None:
     """Runs ``commands`` of ``part`` in traces of 50 under a root span, then flushes."""
-    from ddtrace.trace import tracer
-
-    command = _command(part)
-
-    def batch(n):
-        for _ in range(n // 50):
-            with tracer.trace("bench.root"):
-                for _ in range(50):
-                    command()
-        tracer.flush()
-
-    batch(500)  # warm-up: the same code paths, before the counted ones
-    batch(commands)
+    callgrind.run_in_traces(_command(part), commands)
 
 
-def _count(part: str, commands: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        env = dict(
-            os.environ,
-            PYTHONHASHSEED="0",
-            DD_TRACE_AGENT_URL="http://127.0.0.1:9",  # nothing listens: the writer drops, after encoding
-            DD_TRACE_WRITER_INTERVAL_SECONDS="3600",
-            DD_INSTRUMENTATION_TELEMETRY_ENABLED="false",
-            DD_REMOTE_CONFIGURATION_ENABLED="false",
-        )
-        argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, sys.executable, __file__]
-        subprocess.run(
-            argv + ["--run", part, "--commands", str(commands)],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        with open(out) as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("totals:"))
+def _count(part: str, commands: int) -> float:
+    return callgrind.per_command([__file__, "--run", part], commands)["Ir"]
 
 
 def main() -> None:
@@ -156,7 +123,7 @@ def main() -> None:
     parts = [p for p in PARTS if p != "tags-native" or tagging.FAST_SPAN is not None]
     per = {"tags-native": float("nan")}
     for part in parts:
-        per[part] = (_count(part, args.commands) - _count(part, 0)) / args.commands / 1000
+        per[part] = _count(part, args.commands) / 1000
     empty = per["empty"]
     print("| part | k instructions per command |")
     print("|---|---|")

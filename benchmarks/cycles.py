@@ -15,9 +15,9 @@ Run: ``.venv/bin/python benchmarks/cycles.py [--workloads get,set] [--commands 1
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
+
+import callgrind
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = ("untraced", "ours", "builtin", "floor")
@@ -29,49 +29,19 @@ L1_COST, LL_COST = 10, 100
 def _run(variant: str, workload: str, port: int, commands: int) -> None:
     """The measured process: a client of ``variant`` runs ``commands`` of ``workload``."""
     sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
-    from ddtrace.trace import tracer
     import worker  # its variants: the same setups as overhead.py's
 
     client = worker.SETUPS[variant]()[0](("127.0.0.1", port))
     client.set("k", b"v")
     command = (lambda: client.get("k")) if workload == "get" else (lambda: client.set("k", b"v", noreply=True))
 
-    def batch(n):
-        for _ in range(n // 50):
-            with tracer.trace("bench.root"):
-                for _ in range(50):
-                    command()
-        tracer.flush()
-
-    batch(500)  # warm-up: the same paths, before the counted ones
-    batch(commands)
-
-
-def _events(variant: str, workload: str, port: int, commands: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        env = dict(
-            os.environ,
-            PYTHONHASHSEED="0",
-            DD_TRACE_AGENT_URL="http://127.0.0.1:9",  # nothing listens: the writer drops, after encoding
-            DD_TRACE_WRITER_INTERVAL_SECONDS="3600",
-            DD_INSTRUMENTATION_TELEMETRY_ENABLED="false",
-            DD_REMOTE_CONFIGURATION_ENABLED="false",
-        )
-        argv = ["valgrind", "--tool=callgrind", "--cache-sim=yes", "--callgrind-out-file=" + out, sys.executable]
-        argv += [__file__, "--run", variant, "--workloads", workload, "--port", str(port), "--commands", str(commands)]
-        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        with open(out) as f:
-            lines = f.read().splitlines()
-    names = next(line for line in lines if line.startswith("events:")).split()[1:]
-    totals = next(line for line in lines if line.startswith("totals:")).split()[1:]
-    return dict(zip(names, map(int, totals)))
+    callgrind.run_in_traces(command, commands)
 
 
 def _per_command(variant: str, workload: str, port: int, commands: int) -> dict:
     """k instructions, k L1 misses, LL misses and k estimated cycles per command."""
-    full, empty = _events(variant, workload, port, commands), _events(variant, workload, port, 0)
-    d = {k: (full[k] - empty.get(k, 0)) / commands for k in full}
+    argv = [__file__, "--run", variant, "--workloads", workload, "--port", str(port)]
+    d = callgrind.per_command(argv, commands, cache_sim=True)
     l1 = d["I1mr"] + d["D1mr"] + d["D1mw"]
     ll = d["ILmr"] + d["DLmr"] + d["DLmw"]
     return dict(ir=d["Ir"] / 1000, l1=l1 / 1000, ll=ll, cycles=(d["Ir"] + L1_COST * l1 + LL_COST * ll) / 1000)
