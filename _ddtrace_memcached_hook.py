@@ -14,7 +14,7 @@ import os
 import sys
 
 _MONKEY = "ddtrace._monkey"
-INTEGRATION = "memcached"
+INTEGRATION = "memcached"  # registry.INTEGRATION, known here before the package is imported
 ENABLED_ENV = "DD_TRACE_MEMCACHED_ENABLED"
 ISSUES_URL = "https://github.com/ddtrace-memcached/ddtrace-memcached/issues"
 """Where the self-check's warning asks users to report an incompatible ddtrace (pyproject's Issues URL)."""
@@ -27,32 +27,21 @@ OPTIONAL_MONKEY_NAMES = ("_PATCHED_MODULES", "_patch_all")
 """Used when present: bookkeeping (``_PATCHED_MODULES``) and the check that ``ddtrace-run``
 set up the integration (``_patch_all``)."""
 
-CLIENTS = {
-    # client (its module, and ``ddtrace_memcached.clients.<client>``): ddtrace's built-in
-    # integration for it, which ours replaces, or None
-    "pymemcache": "pymemcache",
-    "pylibmc": "pylibmc",
-    "memcache": None,  # python-memcached
-    "bmemcached": None,  # python-binary-memcached
-    "meta_memcache": None,
-    "aiomcache": None,
-    "emcache": None,
-}
-"""The clients the integration can trace."""
 
-CLIENTS_ENV = "DD_TRACE_MEMCACHED_CLIENTS"
+def _registry():
+    """``ddtrace_memcached.registry``: the clients, and the integration's name. Imported on
+    first use (once ddtrace loads), never at interpreter startup; it imports no client."""
+    from ddtrace_memcached import registry
+
+    return registry
 
 
 def covered_clients():
-    """The clients ``memcached`` traces: ``DD_TRACE_MEMCACHED_CLIENTS`` (comma-separated), else all.
+    """The clients ``memcached`` traces: ``DD_TRACE_MEMCACHED_CLIENTS``, else all.
 
     A client left out stays with ddtrace's built-in integration for it, if it has one.
     """
-    value = os.environ.get(CLIENTS_ENV, "").strip()
-    if not value or value.lower() == "all":
-        return tuple(CLIENTS)
-    wanted = {name.strip().lower() for name in value.replace(" ", ",").split(",")}
-    return tuple(client for client in CLIENTS if client in wanted)
+    return _registry().covered()
 
 
 class _MonkeyFinder:
@@ -182,23 +171,24 @@ def _register(monkey):
 def _patch_memcached(monkey, raise_errors, enabled, patch_modules):
     """``memcached`` asked for in ``ddtrace.patch``: ours, or else the built-ins. Never raises."""
     _State.asked = True
-    clients = ()
+    builtins = []
     try:
         clients = covered_clients()
+        builtins = [_registry().BY_MODULE[client].builtin for client in clients]
         if _State.problem is None:
             _patch_on_import(monkey, raise_errors, enabled, clients)
             _State.set_up = True
     except Exception as exc:
         _State.problem = _describe(exc)
     if _State.set_up:
-        for client in clients:
+        for builtin in builtins:
             # Ours takes precedence: the built-in would trace every command again.
-            patch_modules.pop(CLIENTS[client], None)
+            patch_modules.pop(builtin, None)
         return
     warn("ddtrace.patch(memcached=True) could not enable it: %s" % _State.problem)
-    for client in clients:
-        if CLIENTS[client] is not None:
-            patch_modules.setdefault(CLIENTS[client], True)
+    for builtin in builtins:
+        if builtin is not None:
+            patch_modules.setdefault(builtin, True)
 
 
 def _check_patch_all(monkey):
@@ -256,7 +246,10 @@ def warn(what: str) -> None:
     _State.warned = True
     import logging
 
-    builtins = ", ".join(sorted({name for name in CLIENTS.values() if name is not None}))
+    try:
+        builtins = ", ".join(sorted(_registry().builtins()))
+    except Exception:  # a warning about a broken install must not fail too
+        builtins = "the memcached clients it knows"
     logging.getLogger("ddtrace.contrib.memcached").warning(
         "ddtrace-memcached %s cannot enable the memcached integration with ddtrace %s: %s. "
         "Fallback in effect: ddtrace's built-in integrations for %s trace those clients (on by default under "

@@ -1,30 +1,35 @@
-"""Commands as data, and the helpers that name them and read their keys.
+"""Commands as data, and the helpers that read them: names, keys, redaction, misses.
 
-Each client module keeps its command table as rows of :func:`command`. Nothing here
-creates spans: these functions say what a call is called, which keys it sends and how
-many it found, so that ``core.py`` stays about span lifecycle.
+Each client module keeps its command table as rows of :func:`command`: the method, the
+resource its span gets, where its keys sit among the arguments, how its result counts
+the keys found, and where a ``noreply`` flag sits. Nothing here creates spans: these
+functions say what a call is called, which keys it sends and what it found, so that the
+span lifecycle (``core.py``) stays free of any client's argument conventions.
 """
 
 from collections.abc import Collection
 from collections.abc import Mapping
 import enum
+import re
 from typing import Any
 from typing import NamedTuple
 from typing import Optional
+from typing import Pattern
 
 QUERY_MAX_LENGTH = 1000
-"""``memcached.query`` is cut to this many characters and then ends with ``...``."""
+"""``memcached.query`` and quoted error messages are cut to this many characters (then ``...``)."""
 
 TRUNCATED = "..."
 
 
 class Keys(enum.Enum):
-    """Where a command's keys are in its arguments; the value names the parameter."""
+    """What a command's key argument holds."""
 
     NONE = None
-    ONE = "key"  # the first argument
-    MANY = "keys"  # the first argument, a collection of keys
-    MAPPING = "values"  # the first argument, a dict of key -> value
+    ONE = "key"  # one key
+    MANY = "keys"  # a collection of keys
+    MAPPING = "values"  # a dict of key -> value
+    PAIRS = "key_values"  # a collection of (key, anything) pairs
     ARGS = "*args"  # every positional argument (``stats``)
     RAW = "command"  # the first line of ``raw_command``'s command
 
@@ -39,17 +44,40 @@ class Read(enum.Enum):
     VALUE = "value"  # get without a default: None is a miss (a stored None cannot be told apart)
 
 
+class Arg(NamedTuple):
+    """Where an argument sits: its position among the positional arguments (``self``
+    excluded), or its name as a keyword."""
+
+    position: int
+    name: str
+
+
 class Command(NamedTuple):
     method: str  # the attribute of the client class
     resource: str  # the span's resource: aliases are reported under the name they alias
     keys: Keys
     read: Read
     since: tuple  # the first version of the client library that has it
+    key: Optional[Arg]  # where the keys sit (``keys`` says what they are)
+    prefix: Optional[Arg]  # where a per-call key prefix sits (pylibmc's ``key_prefix``)
+    noreply: Optional[Arg]  # where a per-call ``noreply`` flag sits
 
 
-def command(method: str, keys: Keys = Keys.NONE, read: Read = Read.NONE, since: tuple = (), resource=None) -> Command:
-    """A row of a client's command table."""
-    return Command(method, resource or method, keys, read, since)
+def command(
+    method: str,
+    keys: Keys = Keys.NONE,
+    read: Read = Read.NONE,
+    since: tuple = (),
+    resource: Optional[str] = None,
+    key: Optional[Arg] = None,
+    prefix: Optional[Arg] = None,
+    noreply: Optional[Arg] = None,
+) -> Command:
+    """A row of a client's command table. ``key`` defaults to the first argument, named
+    after ``keys`` (``key``, ``keys``, ``values``...)."""
+    if key is None and keys not in (Keys.NONE, Keys.ARGS):
+        key = Arg(0, keys.value)
+    return Command(method, resource or method, keys, read, since, key, prefix, noreply)
 
 
 def parse_version(version: str) -> tuple:
@@ -66,7 +94,42 @@ def for_version(table: tuple, version: tuple) -> tuple:
     return tuple(c for c in table if version >= c.since)
 
 
-def _key_text(key: Any, prefix: bytes) -> str:
+_MISSING = object()
+
+
+def argument(args: tuple, kwargs: dict, where: Arg, default: Any = None) -> Any:
+    """The argument at ``where``, or ``default`` when the call did not pass it."""
+    if len(args) > where.position:
+        return args[where.position]
+    return kwargs.get(where.name, default)
+
+
+def key_of(cmd: Command, args: tuple, kwargs: dict) -> Any:
+    """The key (``Keys.ONE``) or the keys' container that the call passed, or None."""
+    return None if cmd.key is None else argument(args, kwargs, cmd.key)
+
+
+def keys_of(cmd: Command, args: tuple, kwargs: dict) -> Optional[Collection]:
+    """The keys of a multi-key call, or None when they may not be read (an iterator would
+    be consumed) or the command has none."""
+    found = key_of(cmd, args, kwargs)
+    if cmd.keys is Keys.ONE:
+        return None if found is None else (found,)
+    if isinstance(found, Mapping):
+        return found.keys()
+    if not isinstance(found, Collection) or isinstance(found, (str, bytes)):
+        return None
+    if cmd.keys is Keys.PAIRS:
+        return [pair[0] for pair in found]
+    return found
+
+
+def _key_text(key: Any, prefix: Any = b"") -> str:
+    key = getattr(key, "key", key)  # a client's key object (meta-memcache's Key): its key
+    if isinstance(prefix, str):
+        prefix = prefix.encode("utf-8", "backslashreplace")
+    elif not isinstance(prefix, bytes):
+        prefix = b""
     if isinstance(key, str):
         return prefix.decode("utf-8", "backslashreplace") + key
     if isinstance(key, bytes):
@@ -74,44 +137,40 @@ def _key_text(key: Any, prefix: bytes) -> str:
     return "<%s>" % type(key).__name__
 
 
-def _first_arg(args: tuple, kwargs: dict, name: str) -> Any:
-    if args:
-        return args[0]
-    return kwargs.get(name)
-
-
-def query(command: Command, args: tuple, kwargs: dict, key_prefix: bytes) -> str:
+def query(cmd: Command, args: tuple, kwargs: dict, key_prefix: Any = b"") -> str:
     """``memcached.query``: the command and the keys as sent, never a value.
 
-    Iterators are left alone (reading them would consume the app's keys); the
-    result is cut at :data:`QUERY_MAX_LENGTH`.
+    Iterators are left alone (reading them would consume the app's keys); the result is
+    cut at :data:`QUERY_MAX_LENGTH`. A per-call prefix (``cmd.prefix``) replaces the client's.
     """
-    parts = [command.resource]
-    kind = command.keys
-    if kind is Keys.ONE:
-        parts.append(_key_text(_first_arg(args, kwargs, kind.value), key_prefix))
-    elif kind is Keys.MANY or kind is Keys.MAPPING:
-        keys = _first_arg(args, kwargs, kind.value)
-        if isinstance(keys, Collection):
-            # Stop early: a get_many of 100,000 keys must not build a huge string.
-            length = len(command.resource)
-            for key in keys:
-                text = _key_text(key, key_prefix)
-                parts.append(text)
-                length += len(text) + 1
-                if length > QUERY_MAX_LENGTH:
-                    break
-    elif kind is Keys.ARGS:
-        parts.extend(_key_text(arg, b"") for arg in args)
+    if cmd.prefix is not None:
+        key_prefix = argument(args, kwargs, cmd.prefix) or b""
+    parts = [cmd.resource]
+    kind = cmd.keys
+    if kind is Keys.ARGS:
+        parts.extend(_key_text(arg) for arg in args)
     elif kind is Keys.RAW:
-        raw = _first_arg(args, kwargs, kind.value)
+        raw = key_of(cmd, args, kwargs)
         if isinstance(raw, (str, bytes)):
             # Storage commands carry their value after the first line: drop it.
-            parts = [_key_text(raw, b"").split("\r", 1)[0].split("\n", 1)[0]]
-    return _cut(" ".join(parts))
+            parts = [_key_text(raw).split("\r", 1)[0].split("\n", 1)[0]]
+    elif kind is Keys.ONE:
+        parts.append(_key_text(key_of(cmd, args, kwargs), key_prefix))
+    elif kind is not Keys.NONE:
+        keys = keys_of(cmd, args, kwargs)
+        # Stop early: a get_many of 100,000 keys must not build a huge string.
+        length = len(cmd.resource)
+        for key in keys or ():
+            text = _key_text(key, key_prefix)
+            parts.append(text)
+            length += len(text) + 1
+            if length > QUERY_MAX_LENGTH:
+                break
+    return cut(" ".join(parts))
 
 
-def _cut(text: str) -> str:
+def cut(text: str) -> str:
+    """``text`` cut to :data:`QUERY_MAX_LENGTH` characters, ending with ``...`` if it was."""
     if len(text) > QUERY_MAX_LENGTH:
         return text[: QUERY_MAX_LENGTH - len(TRUNCATED)] + TRUNCATED
     return text
@@ -120,17 +179,27 @@ def _cut(text: str) -> str:
 REDACTED = "<redacted: DD_TRACE_MEMCACHED_COMMAND_ENABLED is off>"
 
 
-def input_error_message(message: str, keys_enabled: bool) -> str:
-    """The ``error.message`` of a ``MemcacheIllegalInputError``, which quotes what it refused.
+def redact(message: str, quote: Optional[Pattern], keys_enabled: bool) -> str:
+    """The ``error.message`` of an error whose message may quote a key.
 
-    ``Key contains whitespace: b'...'`` quotes a key: it is kept only when key capture is
-    on. Whatever is quoted is cut like a query.
+    ``quote`` finds the quoted key: the first of its groups that matched is replaced with
+    :data:`REDACTED`, unless key capture is on. The message is then cut like a query.
     """
-    head, colon, _ = message.partition(": ")
-    if colon and not keys_enabled and "key" in head.lower():
-        return head + colon + REDACTED
-    return _cut(message)
+    if not keys_enabled and quote is not None:
+        found = quote.search(message)
+        if found is not None:
+            for group in range(1, (found.re.groups or 0) + 1):
+                if found.start(group) >= 0:
+                    message = message[: found.start(group)] + REDACTED + message[found.end(group) :]
+                    break
+    return cut(message)
 
+
+HEAD_QUOTE: Pattern = re.compile(r"\A(?:(?!: ).)*key(?:(?!: ).)*: (.*)\Z", re.I | re.S)
+"""``Head naming a key: <the key>``, pymemcache's ``MemcacheIllegalInputError`` form."""
+
+
+# --- misses: a sentinel default tells a miss from a stored value -------------------------
 
 _ONE_WITH_CAS, _VALUE = Read.ONE_WITH_CAS, Read.VALUE  # globals are quicker to reach than enum members
 
@@ -154,9 +223,9 @@ def with_miss_sentinel(args: tuple, kwargs: dict):
     return args, kwargs, default
 
 
-def restore_default(command: Command, result: Any, default: Any):
+def restore_default(cmd: Command, result: Any, default: Any):
     """Undoes :func:`with_miss_sentinel`; returns the app's result and the row count."""
-    if command.read is _ONE_WITH_CAS:
+    if cmd.read is _ONE_WITH_CAS:
         if isinstance(result, tuple) and len(result) == 2 and result[0] is MISS:
             return (default, result[1]), 0
         return result, 1
@@ -165,9 +234,18 @@ def restore_default(command: Command, result: Any, default: Any):
     return result, 1
 
 
-def found(command: Command, result: Any) -> Optional[int]:
+def without_sentinel(result: Any, default: Any) -> Any:
+    """The app's result when :func:`restore_default` could not run: never the sentinel."""
+    if result is MISS:
+        return default
+    if isinstance(result, tuple) and result and result[0] is MISS:
+        return (default,) + result[1:]
+    return result
+
+
+def found(cmd: Command, result: Any) -> Optional[int]:
     """The number of keys a read found: the size of a ``Read.MANY`` mapping, 0 or 1 for
     ``Read.VALUE``; None when the result does not say."""
-    if command.read is _VALUE:
+    if cmd.read is _VALUE:
         return 0 if result is None else 1
     return len(result) if type(result) is dict or isinstance(result, Mapping) else None

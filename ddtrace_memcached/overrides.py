@@ -78,17 +78,13 @@ def _merge(outer: Scope, service: Optional[str], tags: Optional[Mapping]) -> Sco
 
 def _own(client: Any, outer: Scope) -> Scope:
     """``outer`` refined by the client's Pin, then by its :func:`override`."""
-    # Inlined _attr: this runs on every command, and most clients have neither.
-    pin = getattr(client, PIN_ATTR, None)
-    own = getattr(client, OVERRIDE_ATTR, None)
-    if pin is None and own is None:
-        return outer
-    scope = outer
-    if pin is not None and not callable(pin):
-        scope = _merge(scope, getattr(pin, "service", None), getattr(pin, "tags", None))
-    if own is not None and not callable(own):
-        scope = _merge(scope, own.service, own.tags)
-    return scope
+    pin = _attr(client, PIN_ATTR)
+    if pin is not None:
+        outer = _merge(outer, getattr(pin, "service", None), getattr(pin, "tags", None))
+    own = _attr(client, OVERRIDE_ATTR)
+    if own is not None:
+        outer = _merge(outer, own.service, own.tags)
+    return outer
 
 
 def _get_pin(client: Any) -> Any:
@@ -204,20 +200,30 @@ def run_within(scope: Scope, func: Callable, args: tuple, kwargs: dict) -> Any:
         _scope.reset(token)
 
 
+def enter(client: Any) -> Any:
+    """Puts ``client``'s override and Pin in force for the spans that follow (see
+    :func:`within`); returns what :func:`leave` needs, None when nothing changed."""
+    outer = _scope.get()
+    scope = _scope_of(client, outer)
+    return None if scope is outer else _scope.set(scope)
+
+
+def leave(token: Any) -> None:
+    """Undoes :func:`enter`."""
+    if token is not None:
+        _scope.reset(token)
+
+
 @wrapping.ours
 def within(wrapped, instance, args, kwargs):
     """wrapt wrapper for outer clients' methods: their override covers the call."""
     if not tracer.enabled:  # no span to cover
         return wrapped(*args, **kwargs)
-    outer = _scope.get()
-    scope = _scope_of(instance, outer)
-    if scope is outer:
-        return wrapped(*args, **kwargs)
-    token = _scope.set(scope)
+    token = enter(instance)
     try:
         return wrapped(*args, **kwargs)
     finally:
-        _scope.reset(token)
+        leave(token)
 
 
 @contextlib.contextmanager
@@ -228,16 +234,12 @@ def covering(client: Any) -> Iterator[None]:
     out a client in ``with pool.reserve() as mc:``, and the commands run in the block.
     """
     outer = _scope.get()
-    scope = _scope_of(client, outer)
-    if scope is outer:
-        yield
-        return
-    token = _scope.set(scope)
+    token = enter(client)
     try:
         yield
     finally:
         try:
-            _scope.reset(token)
+            leave(token)
         except ValueError:  # left in another context than it was entered in
             _scope.set(outer)
 
@@ -248,23 +250,3 @@ def _scope_of(instance: Any, outer: Scope) -> Scope:
     except Exception:
         log.debug("could not read the overrides of %r", type(instance), exc_info=True)
         return outer
-
-
-@wrapping.ours
-def within_async(wrapped, instance, args, kwargs):
-    """:func:`within` for coroutine methods: the scope covers the awaited work."""
-    return _within_coroutine(wrapped, instance, args, kwargs)
-
-
-async def _within_coroutine(wrapped, instance, args, kwargs):
-    if not tracer.enabled:  # no span to cover
-        return await wrapped(*args, **kwargs)
-    outer = _scope.get()
-    scope = _scope_of(instance, outer)
-    if scope is outer:
-        return await wrapped(*args, **kwargs)
-    token = _scope.set(scope)
-    try:
-        return await wrapped(*args, **kwargs)
-    finally:
-        _scope.reset(token)

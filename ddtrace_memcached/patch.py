@@ -2,7 +2,8 @@
 
 A client module (``ddtrace_memcached.clients.<client>``) is imported only once the app
 has imported its library, so importing one client never imports another. Clients that
-are not installed are skipped silently.
+are not installed are skipped silently. This module imports nothing of ddtrace or of a
+client until :func:`patch` runs: the ``.pth`` hook may import the package early.
 """
 
 import importlib
@@ -11,11 +12,7 @@ import sys
 from types import ModuleType
 from typing import Dict
 
-from ddtrace import config
-import wrapt.importer
-
-from . import core
-from . import settings
+from . import registry
 
 log = logging.getLogger("ddtrace.contrib.memcached")
 
@@ -24,40 +21,47 @@ _clients: Dict[str, ModuleType] = {}  # client -> its module, while patched
 _hooked: set = set()  # clients whose import hook is registered (hooks cannot be removed)
 
 
-def _client_module(client: str) -> ModuleType:
+def client_module(client: str) -> ModuleType:
+    """``ddtrace_memcached.clients.<client>``, which imports the client's library."""
     return importlib.import_module("%s.clients.%s" % (__package__, client))
 
 
+def patched_clients() -> Dict[str, ModuleType]:
+    """The clients traced now -> their modules."""
+    return dict(_clients)
+
+
 def get_versions() -> Dict[str, str]:
-    """The versions of the clients the app has imported (ddtrace's version check, telemetry)."""
-    return _of_imported_clients(lambda module: module.get_version())
-
-
-def _supported_versions() -> Dict[str, str]:
-    return _of_imported_clients(lambda module: module.SUPPORTED)
-
-
-def _of_imported_clients(read) -> Dict[str, str]:
-    """``read(module)`` of each covered client the app has imported. Never raises: ddtrace
-    calls these outside its own guard, inside the app's ``import``."""
+    """The versions of the covered clients the app has imported (ddtrace's version check,
+    telemetry). Never raises: ddtrace calls it outside its own guard, inside the app's ``import``."""
     found = {}
-    for client in settings.clients():
+    for client in registry.covered():
         if client in sys.modules:
             try:
-                found[client] = read(_client_module(client))
+                found[client] = registry.version(registry.BY_MODULE[client])
             except Exception:
                 log.debug("no version for %s", client, exc_info=True)
     return found
+
+
+def _supported_versions() -> Dict[str, str]:
+    """Every client's supported range, whatever has been imported (ddtrace's safe instrumentation)."""
+    return {client.module: client.supported for client in registry.CLIENTS}
 
 
 def patch() -> None:
     """Traces every client that ``DD_TRACE_MEMCACHED_CLIENTS`` covers (all by default):
     the ones imported already at once, each other one when the app imports it. Idempotent."""
     global _patched
+    import wrapt.importer
+
+    from . import core
+    from . import settings
+
     settings.register()
     core.configure()
     _patched = True
-    for client in settings.clients():
+    for client in registry.covered():
         if client in sys.modules:
             _patch_client(client, existing=True)
         if client not in _hooked:
@@ -79,7 +83,7 @@ def unpatch() -> None:
 
 
 def _on_import(module: ModuleType) -> None:
-    if _patched and module.__name__ in settings.clients():
+    if _patched and module.__name__ in registry.covered():
         _patch_client(module.__name__)
 
 
@@ -93,9 +97,9 @@ def _patch_client(client: str, existing: bool = False) -> None:
     if client in _clients:
         return
     try:
-        module = _client_module(client)
-        if not _compatible(client, module):
+        if not _compatible(registry.BY_MODULE[client]):
             return
+        module = client_module(client)
         module.patch()
         _clients[client] = module
         if existing and hasattr(module, "patch_existing"):
@@ -104,16 +108,18 @@ def _patch_client(client: str, existing: bool = False) -> None:
         log.debug("could not patch %s", client, exc_info=True)
 
 
-def _compatible(client: str, module: ModuleType) -> bool:
+def _compatible(client: registry.Client) -> bool:
     """ddtrace's safe-instrumentation check (``DD_TRACE_SAFE_INSTRUMENTATION_ENABLED``)."""
+    from ddtrace import config
+
     if not getattr(config, "_trace_safe_instrumentation_enabled", False):
         return True
     try:
         from ddtrace._monkey import is_version_compatible
     except ImportError:
         return True
-    version = module.get_version()
-    if not version or is_version_compatible(version, module.SUPPORTED):
+    version = registry.version(client)
+    if not version or is_version_compatible(version, client.supported):
         return True
-    log.warning("memcached: %s %s is not supported (%s), not traced", client, version, module.SUPPORTED)
+    log.warning("memcached: %s %s is not supported (%s), not traced", client.module, version, client.supported)
     return False

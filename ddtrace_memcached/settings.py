@@ -9,7 +9,10 @@ from ddtrace.internal.utils.formats import asbool
 
 import _ddtrace_memcached_hook
 
-INTEGRATION = _ddtrace_memcached_hook.INTEGRATION
+from . import registry
+from . import tagging
+
+INTEGRATION = registry.INTEGRATION
 COMMAND_ENABLED_ENV = "DD_TRACE_MEMCACHED_COMMAND_ENABLED"
 _NO_CONFIGS: dict = {}
 
@@ -39,10 +42,5 @@ def integration_config():
     return found if found is not None else getattr(config, INTEGRATION)
 
 
-def clients() -> tuple:
-    """The clients the integration covers (``DD_TRACE_MEMCACHED_CLIENTS``, all by default)."""
-    return _ddtrace_memcached_hook.covered_clients()
-
-
 def operation_name() -> str:
-    return schematize_cache_operation("memcached.command", cache_provider="memcached")
+    return schematize_cache_operation(tagging.OPERATION, cache_provider="memcached")

@@ -18,18 +18,9 @@ from typing import Optional
 
 import _ddtrace_memcached_hook as hook
 
-DISTRIBUTIONS = {
-    # client (its module) -> the distribution that installs it
-    "pymemcache": "pymemcache",
-    "pylibmc": "pylibmc",
-    "memcache": "python-memcached",
-    "bmemcached": "python-binary-memcached",
-    "meta_memcache": "meta-memcache",
-    "aiomcache": "aiomcache",
-    "emcache": "emcache",
-}
+from . import registry
 
-OURS = "memcached"
+OURS = registry.INTEGRATION
 
 
 def version(distribution: str) -> Optional[str]:
@@ -68,7 +59,7 @@ def patched_by(client: str) -> List[str]:
     found = []
     if _ours(client):
         found.append(OURS)
-    builtin = hook.CLIENTS.get(client)
+    builtin = registry.BY_MODULE[client].builtin
     if builtin is not None and getattr(module, "_datadog_patch", False):
         found.append(builtin)
     return found
@@ -77,9 +68,9 @@ def patched_by(client: str) -> List[str]:
 def _ours(client: str) -> bool:
     """Our wrapper is on one of the client's command methods (``wrapping.is_ours``)."""
     from . import wrapping
-    from .patch import _clients
+    from .patch import patched_clients
 
-    module = _clients.get(client)
+    module = patched_clients().get(client)
     if module is None:
         return False
     import wrapt
@@ -106,8 +97,8 @@ def settings() -> Dict[str, Any]:
     config = ours.integration_config()
     return {
         "DD_TRACE_MEMCACHED_ENABLED": hook._enabled_by_env(),
-        "DD_TRACE_MEMCACHED_CLIENTS": os.environ.get(hook.CLIENTS_ENV, ""),
-        "covered_clients": list(hook.covered_clients()),
+        "DD_TRACE_MEMCACHED_CLIENTS": os.environ.get(registry.CLIENTS_ENV, ""),
+        "covered_clients": list(registry.covered()),
         "DD_MEMCACHED_SERVICE": os.environ.get("DD_MEMCACHED_SERVICE"),
         "service": config.get("service") or config.get("_default_service"),
         "DD_TRACE_MEMCACHED_COMMAND_ENABLED": bool(config.get("command_enabled")),
@@ -117,12 +108,15 @@ def settings() -> Dict[str, Any]:
 
 def collect(import_clients: bool = False) -> Dict[str, Any]:
     """The whole report, as data (``--json`` prints it)."""
+    import ddtrace  # noqa: F401 (its import registers the integration: the report is about that)
+
     from . import __version__
 
-    covered = hook.covered_clients()
+    covered = registry.covered()
+    installed = {client.module: registry.installed(client) for client in registry.CLIENTS}
     if import_clients:
-        for client in hook.CLIENTS:
-            if version(DISTRIBUTIONS[client]) is not None:
+        for client, (distribution, _) in installed.items():
+            if distribution is not None:
                 try:
                     importlib.import_module(client)
                 except Exception as exc:  # a broken install is worth reporting, not a traceback
@@ -136,19 +130,19 @@ def collect(import_clients: bool = False) -> Dict[str, Any]:
         "clients": [
             {
                 "client": client,
-                "distribution": DISTRIBUTIONS[client],
-                "version": version(DISTRIBUTIONS[client]),
+                "distribution": installed[client][0] or registry.BY_MODULE[client].distributions[0],
+                "version": installed[client][1],
                 "covered": client in covered,
                 "imported": client in sys.modules,
                 "patched_by": patched_by(client),
             }
-            for client in hook.CLIENTS
+            for client in installed
         ],
         "settings": settings(),
     }
 
 
-_WHO = {OURS: "memcached (this package)", **{b: "%s (ddtrace built-in)" % b for b in hook.CLIENTS.values() if b}}
+_WHO = {OURS: "memcached (this package)", **{b: "%s (ddtrace built-in)" % b for b in registry.builtins()}}
 
 
 def _yes(value: bool) -> str:

@@ -23,6 +23,7 @@ from conftest import assert_each_under_its_worker  # noqa: E402
 from conftest import gather_workers  # noqa: E402
 from conftest import run_threads  # noqa: E402
 import ddtrace_memcached  # noqa: E402
+from ddtrace_memcached import core  # noqa: E402
 from ddtrace_memcached.clients import aiomcache as integration  # noqa: E402
 from servers import MemcachedProcess  # noqa: E402
 
@@ -140,7 +141,8 @@ def test_pool_attributes_of_released_and_main_branch():
     from types import SimpleNamespace as Pool
 
     def server(pool):
-        return integration.LIBRARY.server(Pool(_pool=pool), integration.COMMANDS[0], (), {})
+        call = core.Call(integration.LIBRARY, integration.COMMANDS[0], Pool(_pool=pool), None)
+        return integration.LIBRARY.server(call, (), {})
 
     assert server(Pool(_host="cache", _port=11211)) == ("cache", 11211)
     assert server(Pool(_target="cache", _port=11211, _unix=False)) == ("cache", 11211)

@@ -890,13 +890,13 @@ def test_server_tags_cache_is_bounded(tmp_path, spans, patched):
     """out.host is computed once per server and cached: a process that sees thousands of
     servers (here unix sockets that do not exist) keeps the cache bounded, and each span
     still names its own server."""
-    from ddtrace_memcached.core import _HOST_TAGS
+    from ddtrace_memcached.clients.pymemcache import LIBRARY
 
     paths = [str(tmp_path / ("missing-%d.sock" % i)) for i in range(3000)]
     for path in paths:
         with pytest.raises(OSError):
             Client(path, connect_timeout=1).get("k")
-    assert 0 < len(_HOST_TAGS) <= 1024
+    assert 0 < len(LIBRARY.server_tags) <= 1024
     assert [s.get_tag("out.host") for s in spans.memcached()] == paths
     assert all(s.error == 1 for s in spans.memcached())
 

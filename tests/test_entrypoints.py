@@ -23,6 +23,7 @@ from conftest import ddtrace_run
 from conftest import run_python
 from conftest import spans_of
 from conftest import subprocess_env
+from ddtrace_memcached import registry
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUILTIN_PATCH_MODULE = "ddtrace.contrib.internal.pymemcache.patch"
@@ -254,7 +255,7 @@ def test_coexistence_ours_first_then_builtin(memcached, imported_first):
 
 # --- 4b. several clients: each on its own import, and DD_TRACE_MEMCACHED_CLIENTS -------
 
-CLIENT_MODULES = sorted(_ddtrace_memcached_hook.CLIENTS)
+CLIENT_MODULES = sorted(registry.BY_MODULE)
 
 
 @pytest.mark.parametrize("client", CLIENT_MODULES)
@@ -295,7 +296,7 @@ def test_covered_clients_parsing(monkeypatch):
     monkeypatch.setenv("DD_TRACE_MEMCACHED_CLIENTS", "pylibmc emcache,,PYMEMCACHE")
     assert _ddtrace_memcached_hook.covered_clients() == ("pymemcache", "pylibmc", "emcache")
     monkeypatch.setenv("DD_TRACE_MEMCACHED_CLIENTS", "")
-    assert _ddtrace_memcached_hook.covered_clients() == tuple(_ddtrace_memcached_hook.CLIENTS)
+    assert _ddtrace_memcached_hook.covered_clients() == tuple(client.module for client in registry.CLIENTS)
 
 
 def test_direct_patch_traces_a_client_imported_later(memcached):

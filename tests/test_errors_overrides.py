@@ -477,7 +477,7 @@ ALL_KINDS = ["client", "pooled", "hash"] + (["retrying_client"] if HAS_RETRYING_
 
 # What is broken: object, attribute, needs command_enabled, the calls that run it, client kinds.
 HELPER_FAULTS = {
-    "core._start_span": (dm_core, "_start_span", False, ALL_CALLS, BASIC_KINDS),
+    "core._open": (dm_core, "_open", False, ALL_CALLS, BASIC_KINDS),
     "tracer.trace": (tracer, "trace", False, ALL_CALLS, BASIC_KINDS),
     "settings.integration_config": (dm_settings, "integration_config", False, ALL_CALLS, BASIC_KINDS),
     "commands.query": (dm_commands, "query", True, ALL_CALLS, BASIC_KINDS),
@@ -535,7 +535,7 @@ def test_broken_helper_never_reaches_app(
 def test_broken_helper_keeps_app_exception(memcached, spans, patched, debug_log, monkeypatch):
     """When the integration fails and the command fails too, the app gets the command's
     exception, not the integration's."""
-    monkeypatch.setattr(dm_core, "_start_span", _explode)
+    monkeypatch.setattr(dm_core, "_open", _explode)
     client = Client(memcached)
     with pytest.raises(MemcacheIllegalInputError):
         client.get("bad key")

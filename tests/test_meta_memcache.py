@@ -37,6 +37,8 @@ from conftest import host_of  # noqa: E402
 from conftest import run_threads  # noqa: E402
 from conftest import untraced_and_traced  # noqa: E402
 import ddtrace_memcached  # noqa: E402
+from ddtrace_memcached import core  # noqa: E402
+from ddtrace_memcached import registry  # noqa: E402
 from ddtrace_memcached.clients import meta_memcache as integration  # noqa: E402
 from servers import MemcachedProcess  # noqa: E402
 
@@ -426,7 +428,7 @@ def test_unpatch_restores_the_library():
 
 
 def test_version_gate():
-    assert integration.get_version() == meta_memcache.__version__
+    assert registry.client_version("meta_memcache") == meta_memcache.__version__
     assert integration.VERSION >= (4, 0)
     assert {c.method for c in integration.COMMANDS} <= set(dir(CacheClient))
 
@@ -496,7 +498,7 @@ def test_stability_short(memcached, patched, spans):
     _cycle(c, 200)
     assert len(spans.memcached()) == 800
     assert tracer.current_span() is None
-    assert integration._CALL.get() is None
+    assert core.current() is None
 
 
 @pytest.mark.stress
@@ -522,4 +524,4 @@ def test_stability_long_with_restarts(patched, spans):
     finally:
         server.stop()
     assert tracer.current_span() is None
-    assert integration._CALL.get() is None
+    assert core.current() is None

@@ -8,7 +8,6 @@ right after it executed, and before the hook registers. ddtrace's own functions 
 find it in their globals, as they would in a release that renamed it consistently.
 """
 
-import ast
 import importlib.util
 import json
 from pathlib import Path
@@ -25,6 +24,7 @@ from conftest import app
 from conftest import ddtrace_run
 from conftest import spans_of
 from conftest import subprocess_env
+from ddtrace_memcached import registry
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WARNING = "cannot enable the memcached integration"
@@ -296,7 +296,7 @@ def test_status_json_without_ddtrace_run():
         problem=None,
     )
     rows = by_client(report)
-    assert list(rows) == list(hook.CLIENTS)
+    assert list(rows) == [client.module for client in registry.CLIENTS]
     for client, row in rows.items():
         assert row["version"] == installed(row["distribution"]), row
         assert row["imported"] is False and row["patched_by"] == [], row
@@ -386,24 +386,13 @@ def pyproject() -> dict:
     return tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
 
 
-def supported(client: str) -> str:
-    """A client module's ``SUPPORTED``, read without importing the client library."""
-    source = (PROJECT_ROOT / "ddtrace_memcached" / "clients" / ("%s.py" % client)).read_text()
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["SUPPORTED"]:
-            return node.value.value
-    raise AssertionError("%s has no SUPPORTED" % client)
-
-
 def test_no_client_is_a_dependency_and_each_has_an_extra():
-    from ddtrace_memcached.status import DISTRIBUTIONS
-
     project = pyproject()["project"]
     names = [re.split(r"[<>=~!;\[ ]", d)[0].lower() for d in project["dependencies"]]
-    assert not set(names) & set(DISTRIBUTIONS.values()), names
+    assert not {d for client in registry.CLIENTS for d in client.distributions} & set(names), names
     extras = project["optional-dependencies"]
-    for client, distribution in DISTRIBUTIONS.items():
-        assert extras[distribution] == ["%s%s" % (distribution, supported(client))]
+    for client in registry.CLIENTS:
+        assert extras[client.extra] == ["%s%s" % (client.distributions[0], client.supported)]
     assert any(d.startswith("pymemcache") for d in extras["test"])  # the suite's fixtures use it
 
 
@@ -420,11 +409,9 @@ def test_project_urls_classifiers_and_version():
 
 
 def test_changelog_lists_every_client():
-    from ddtrace_memcached.status import DISTRIBUTIONS
-
     changelog = (PROJECT_ROOT / "CHANGELOG.md").read_text()
     assert "## [Unreleased]" in changelog
-    for distribution in DISTRIBUTIONS.values():
+    for distribution in (client.distributions[0] for client in registry.CLIENTS):
         assert "`%s`" % distribution in changelog, distribution
 
 

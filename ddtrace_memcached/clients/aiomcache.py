@@ -9,21 +9,17 @@ aiocache's ``MemcachedCache`` calls these methods, so it is traced as well.
 """
 
 from functools import partial
+import re
 from typing import Iterator
 
-import aiomcache
 import aiomcache.client
 from aiomcache.exceptions import ValidationException
 
-from .. import commands
 from .. import core
 from .. import wrapping
 from ..commands import Keys
 from ..commands import Read
 from ..commands import command
-from ..commands import parse_version
-
-SUPPORTED = ">=0.8.0"
 
 COMMANDS = (
     # storage
@@ -50,25 +46,19 @@ COMMANDS = (
 """Every command coroutine of ``FlagClient`` (``close`` sends nothing)."""
 
 
-KEY_ERRORS = frozenset(["invalid key", "trailing newline", "key must be bytes"])
-"""The ``ValidationException`` messages that quote the key after a colon."""
-
-
-def get_version() -> str:
-    return getattr(aiomcache, "__version__", "")
-
-
-VERSION = parse_version(get_version())
 # 0.8 moved the commands to FlagClient, Client's generic base. Wrapping Client there
 # would add the methods to Client only, and leave FlagClient instances untraced.
 COMMAND_CLASS = getattr(aiomcache.client, "FlagClient", aiomcache.client.Client)
 
 
 class Aiomcache(core.Library):
-    name = "aiomcache"
+    key_errors = (ValidationException,)
+    # The ValidationException messages that quote the key after a colon:
+    # "invalid key: b'...'", "trailing newline: b'...'", "key must be bytes: '...'".
+    key_quote = re.compile(r"\A(?:invalid key|trailing newline|key must be bytes): (.*)\Z", re.S)
 
-    def server(self, instance, command, args, kwargs):
-        pool = getattr(instance, "_pool", None)
+    def server(self, call, args, kwargs):
+        pool = getattr(call.instance, "_pool", None)
         # Released versions keep _host/_port; the main branch (unix sockets, unreleased)
         # renames _host to _target, a host or a socket path, and sets _unix.
         target = getattr(pool, "_host", None) or getattr(pool, "_target", None)
@@ -78,21 +68,11 @@ class Aiomcache(core.Library):
             return target
         return (target, getattr(pool, "_port", None))
 
-    def found(self, command, result):
+    def found(self, call, result):
         # multi_get: a tuple in key order, None where a key was missed (b"" is a hit).
         if isinstance(result, tuple):
             return sum(1 for value in result if value is not None)
         return None
-
-    def quotes_key(self, exc: BaseException) -> bool:
-        # "invalid key: b'...'", "trailing newline: b'...'", "key must be bytes: '...'"
-        return isinstance(exc, ValidationException)
-
-    def redacted(self, message: str, keys_enabled: bool) -> str:
-        head, colon, _ = message.partition(": ")
-        if colon and not keys_enabled and head in KEY_ERRORS:
-            return head + colon + commands.REDACTED
-        return commands.input_error_message(message, keys_enabled)
 
 
 LIBRARY = Aiomcache()

@@ -19,29 +19,23 @@ multi-key commands write to every server and then read from every server, inline
 (:func:`overrides.share_across_threads`).
 """
 
-import contextvars
 from functools import partial
 import logging
+import re
 import socket
 from typing import Any
 from typing import Iterator
-from typing import Optional
 
-from ddtrace.trace import tracer
 import memcache
 
 from .. import core
 from .. import overrides
 from .. import wrapping
-from ..commands import REDACTED
 from ..commands import Keys
 from ..commands import Read
 from ..commands import command
-from ..commands import input_error_message
 
 log = logging.getLogger("ddtrace.contrib.memcached")
-
-SUPPORTED = ">=1.60"
 
 COMMANDS = (
     command("set", Keys.ONE),
@@ -76,25 +70,6 @@ NO_LIVE_SERVER = "memcache.NoLiveServer"
 """``error.type`` of a span whose key found no live server (all marked dead): nothing was sent."""
 
 
-def get_version() -> str:
-    return getattr(memcache, "__version__", "")
-
-
-class _Call:
-    """What the hooks inside one traced command learn about it."""
-
-    __slots__ = ("command", "span", "rows", "failure")
-
-    def __init__(self, cmd):
-        self.command = cmd
-        self.span = None  # set when the span starts (not when the tracer is off)
-        self.rows = 0
-        self.failure = None
-
-
-_CALL: contextvars.ContextVar = contextvars.ContextVar("ddtrace_memcached_memcache_call", default=None)
-
-
 def address(host: Any) -> Any:
     """``(ip, port)`` of a TCP ``_Host``, the path of a unix one."""
     if getattr(host, "family", None) == socket.AF_UNIX:
@@ -103,73 +78,44 @@ def address(host: Any) -> Any:
 
 
 class Memcache(core.Library):
-    name = "memcache"
+    key_errors = (memcache.Client.MemcachedKeyError,)
+    key_quote = re.compile(r"\(key=(.*?)\)?\Z", re.S)  # "Control/space characters not allowed (key=b'...')"
 
-    def server(self, instance, command, args, kwargs):
-        call = _CALL.get()
-        if call is not None:
-            call.span = tracer.current_span()  # the span just started
-        servers = getattr(instance, "servers", None)
+    def server(self, call, args, kwargs):
+        servers = getattr(call.instance, "servers", None)
         if servers and len(servers) == 1:
             return address(servers[0])
-        if servers and (command.keys is Keys.NONE or command.keys is Keys.ARGS):
+        if servers and (call.command.keys is Keys.NONE or call.command.keys is Keys.ARGS):
             return core.Fanout(len(servers))  # stats, flush_all, quit: every server
-        return None  # several servers: tagged once the client picks them
+        return None  # several servers: told by the hooks once the client picks them
 
-    def found(self, command, result):
-        call = _CALL.get()
-        if command.method in _COUNTED and call is not None:
-            return call.rows
-        return super().found(command, result)
-
-    def failure(self, instance, command, result):
-        call = _CALL.get()
-        return call.failure if call is not None else None
-
-    def quotes_key(self, exc: BaseException) -> bool:
-        return isinstance(exc, memcache.Client.MemcachedKeyError)
-
-    def redacted(self, message: str, keys_enabled: bool) -> str:
-        # "Control/space characters not allowed (key=b'...')"
-        head, quote, _ = message.partition("(key=")
-        if quote and not keys_enabled:
-            return head + quote + REDACTED + ")"
-        return input_error_message(message, keys_enabled)
+    def found(self, call, result):
+        if call.command.method in _COUNTED:
+            return 0  # no value received (_recv_value counts them): whatever get returned
+        return super().found(call, result)
 
 
 LIBRARY = Memcache()
 
 
-@wrapping.ours
-def trace(cmd, wrapped, instance, args, kwargs):
-    """:func:`core.trace`, with a :class:`_Call` for the hooks below to report to."""
-    if not tracer.enabled:  # no span for the hooks to report to
-        return wrapped(*args, **kwargs)
-    token = _CALL.set(_Call(cmd))
-    try:
-        return core.trace(LIBRARY, cmd, wrapped, instance, args, kwargs)
-    finally:
-        _CALL.reset(token)
-
-
-def _traced_call() -> Optional[_Call]:
-    call = _CALL.get()
-    return call if call is not None and call.span is not None else None
+def _traced():
+    """The call a hook inside ``memcache.Client`` runs in, if traced (and not a nested one)."""
+    call = core.current()
+    return call if call is not None and call.library is LIBRARY else None
 
 
 @wrapping.ours
 def on_get_server(wrapped, instance, args, kwargs):
     """``Client._get_server``: the server a single-key command uses, or none alive."""
     result = wrapped(*args, **kwargs)
-    call = _traced_call()
+    call = _traced()
     if call is not None:
         try:
             host = result[0]
             if host is None:
-                if call.failure is None:
-                    call.failure = (NO_LIVE_SERVER, "no live memcached server for the key")
+                call.failed(NO_LIVE_SERVER, "no live memcached server for the key")
             elif call.command.method not in _MULTI:
-                core.tag_server(call.span, address(host))
+                call.at(address(host))
         except Exception:
             log.debug("could not read the server of a memcache command", exc_info=True)
     return result
@@ -179,14 +125,14 @@ def on_get_server(wrapped, instance, args, kwargs):
 def on_map_keys(wrapped, instance, args, kwargs):
     """``Client._map_and_prefix_keys``: the servers of a multi-key command's keys."""
     result = wrapped(*args, **kwargs)
-    call = _traced_call()
+    call = _traced()
     if call is not None:
         try:
             hosts = list(result[0])
             if len(hosts) == 1:
-                core.tag_server(call.span, address(hosts[0]))
+                call.at(address(hosts[0]))
             elif len(hosts) > 1:
-                call.span.set_metric("memcached.servers", len(hosts))
+                call.at(core.Fanout(len(hosts)))
         except Exception:
             log.debug("could not read the servers of a memcache command", exc_info=True)
     return result
@@ -195,14 +141,15 @@ def on_map_keys(wrapped, instance, args, kwargs):
 @wrapping.ours
 def on_mark_dead(wrapped, instance, args, kwargs):
     """``_Host.mark_dead``: a socket failure that the command is about to swallow."""
-    call = _traced_call()
+    call = _traced()
     if call is not None:
         try:
             reason = args[0] if args else kwargs.get("reason")
-            where = core.server_tags(address(instance))
-            server = where[0] if where[1] is None else "%s:%s" % where
-            call.failure = (MARKED_DEAD, "%s marked dead: %s" % (server, reason))
-            call.rows = 0  # a value read before the failure is not returned
+            host, port = core.host_and_port(address(instance))
+            server = host if port is None else "%s:%s" % (host, port)
+            call.failed(MARKED_DEAD, "%s marked dead: %s" % (server, reason), latest=True)
+            if call.command.method in _COUNTED:
+                call.rows = 0  # a value read before the failure is not returned
         except Exception:
             log.debug("could not read why memcache marked a server dead", exc_info=True)
     return wrapped(*args, **kwargs)
@@ -212,16 +159,16 @@ def on_mark_dead(wrapped, instance, args, kwargs):
 def on_value(wrapped, instance, args, kwargs):
     """``Client._recv_value``: runs once per value received, never on a miss."""
     result = wrapped(*args, **kwargs)
-    call = _CALL.get()
-    if call is not None:
-        call.rows += 1
+    call = _traced()
+    if call is not None and call.command.method in _COUNTED:
+        call.count()
     return result
 
 
 def targets() -> Iterator[wrapping.Target]:
     """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
     for cmd in COMMANDS:
-        yield memcache.Client, cmd.method, partial(trace, cmd)
+        yield memcache.Client, cmd.method, partial(core.trace, LIBRARY, cmd)
     yield memcache.Client, "_get_server", on_get_server
     yield memcache.Client, "_map_and_prefix_keys", on_map_keys
     yield memcache.Client, "_recv_value", on_value

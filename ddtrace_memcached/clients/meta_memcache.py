@@ -8,9 +8,9 @@ talked to, and a gutter failover or a lease retry is a span of its own.
 The executor only sees ``mg``/``ms``/``md``/``ma``. The methods the app calls
 (``get``, ``set``, ``multi_get``..., on ``HighLevelCommandsMixin`` and
 ``MetaCommandsMixin``, so ``CacheClient``, its subclasses and the ``extras`` wrappers)
-are wrapped to put their command, and the client's overrides and Pin, in a context
-variable for the executor's spans. The outermost call names the spans (``get_typed``
-calls ``get``; the app called ``get_typed``).
+are outer calls (:func:`core.outer`): they name the executor's spans, and pass them the
+client's overrides and Pin. The outermost call names the spans (``get_typed`` calls
+``get``; the app called ``get_typed``).
 
 A pool knows its server only as ``str(ServerAddress)``, which is the ``server_id`` when
 one is set: pools are mapped back to their ``ServerAddress`` through the client's pool
@@ -19,17 +19,13 @@ returns ``MISS_DUE_TO_ERROR`` / ``NOT_STORED_DUE_TO_ERROR`` instead of raising: 
 spans are marked as errors, the result is left as it is.
 """
 
-import contextvars
 from functools import partial
 import logging
 from typing import Any
 from typing import Iterator
 from typing import Optional
-from typing import Tuple
 import weakref
 
-from ddtrace.trace import tracer
-import meta_memcache
 from meta_memcache.commands.high_level_commands import HighLevelCommandsMixin
 from meta_memcache.commands.meta_commands import MetaCommandsMixin
 from meta_memcache.executors.default import DefaultExecutor
@@ -38,10 +34,10 @@ from meta_memcache.protocol import NOT_STORED_DUE_TO_ERROR
 from meta_memcache.protocol import Success
 from meta_memcache.protocol import Value
 
-from .. import commands
 from .. import core
-from .. import overrides
+from .. import registry
 from .. import wrapping
+from ..commands import Arg
 from ..commands import Command
 from ..commands import Keys
 from ..commands import Read
@@ -51,11 +47,9 @@ from ..commands import parse_version
 
 log = logging.getLogger("ddtrace.contrib.memcached")
 
-SUPPORTED = ">=4.0"
-
 # Multi-key reads follow the cross-client convention (pymemcache's get_multi -> get_many):
-# multi_X is reported as X_many. Keys.ONE / Keys.MANY only say what is read; the keys of a
-# span are those the executor sent to its server (see MetaMemcache.query).
+# multi_X is reported as X_many. The keys of a span are those the executor sent to its
+# server (EXECUTOR); these rows name the spans and say what the app's call reads.
 HIGH_LEVEL = (
     command("get", Keys.ONE, Read.VALUE),
     command("get_cas", Keys.ONE, Read.VALUE),
@@ -87,19 +81,20 @@ META = (
 )
 """``MetaCommandsMixin``'s methods; each also names a wire command used without them."""
 
-_BY_WIRE = {b"mg": META[0], b"ms": META[2], b"md": META[3], b"ma": META[4]}
-_MULTI_GET = META[1]
+_KEY = Arg(2, "key")  # exec_on_pool(pool, command, key, ...)
+EXECUTOR = {
+    # (wire command, multi): the round trip, named after the meta method that sends it
+    (b"mg", False): command("meta_get", Keys.ONE, Read.VALUE, key=_KEY),
+    (b"ms", False): command("meta_set", Keys.ONE, key=_KEY),
+    (b"md", False): command("meta_delete", Keys.ONE, key=_KEY),
+    (b"ma", False): command("meta_arithmetic", Keys.ONE, key=_KEY),
+    # exec_multi_on_pool(pool, command, key_values, ...)
+    (b"mg", True): command("meta_multiget", Keys.PAIRS, Read.MANY, key=Arg(2, "key_values")),
+}
+"""``DefaultExecutor``'s round trips: named after the app's call when there is one."""
 
-
-def get_version() -> str:
-    return getattr(meta_memcache, "__version__", "")
-
-
-VERSION = parse_version(get_version())
+VERSION = parse_version(registry.client_version(__name__))
 COMMANDS = for_version(HIGH_LEVEL, VERSION)
-
-# (the app's command, the innermost client object on the way to the executor) or None.
-_CALL: contextvars.ContextVar = contextvars.ContextVar("ddtrace_memcached_meta_memcache", default=None)
 
 
 # --- which server: pool -> ServerAddress ----------------------------------------------
@@ -122,12 +117,12 @@ def _learn(router: Any) -> None:
             _ADDRESSES[pool] = address
 
 
-def _address(pool: Any) -> Any:
-    """``(host, port)`` or a unix socket path, for the tags of a span on ``pool``."""
+def _address(pool: Any, client: Any) -> Any:
+    """``(host, port)`` or a unix socket path, for the tags of a span on ``pool``; ``client``
+    is the app's client whose router chose it, if known."""
     address = _ADDRESSES.get(pool)
     if address is None:
-        call = _CALL.get()
-        router = getattr(call[1], "router", None) if call is not None else None
+        router = getattr(client, "router", None)
         if router is not None and router not in _SEEN:
             _learn(router)
             address = _ADDRESSES.get(pool)
@@ -143,11 +138,7 @@ def _address(pool: Any) -> Any:
     return host, port
 
 
-# --- the library --------------------------------------------------------------------
-
-
-def _pool(args: tuple, kwargs: dict) -> Any:
-    return args[0] if args else kwargs["pool"]
+# --- the libraries ----------------------------------------------------------------------
 
 
 def _hit(response: Any) -> bool:
@@ -159,24 +150,25 @@ def _hit(response: Any) -> bool:
     return not win and not (win is False and response.size == 0)
 
 
-def _key_text(key: Any) -> str:
-    key = getattr(key, "key", key)  # a Key: the app's key, not the encoded wire key
-    if isinstance(key, bytes):
-        return key.decode("utf-8", "backslashreplace")
-    return str(key)
+_SWALLOWED = "meta_memcache.errors.MemcacheServerError"
+
+
+def _result_name(result: Any) -> str:
+    return "MISS_DUE_TO_ERROR" if result is MISS_DUE_TO_ERROR else "NOT_STORED_DUE_TO_ERROR"
 
 
 class MetaMemcache(core.Library):
-    name = "meta_memcache"
+    """One round trip of ``DefaultExecutor`` to a server pool."""
 
-    def server(self, instance, command, args, kwargs):
+    def server(self, call, args, kwargs):
         try:
-            return _address(_pool(args, kwargs))
+            outer = call.outer
+            return _address(args[0] if args else kwargs["pool"], outer.instance if outer is not None else None)
         except Exception:
             log.debug("could not find the server of a meta-memcache pool", exc_info=True)
             return None
 
-    def found(self, command: Command, result: Any) -> Optional[int]:
+    def found(self, call, result) -> Optional[int]:
         """Counted from the responses: a stored None is a hit, a lease placeholder is not.
         None when the server could not be asked (a swallowed failure)."""
         if isinstance(result, dict):
@@ -188,7 +180,7 @@ class MetaMemcache(core.Library):
             return None
         return 1 if _hit(result) else 0
 
-    def failure(self, instance, command, result) -> Optional[Tuple[str, str]]:
+    def failure(self, call, result) -> Optional[core.Failure]:
         if result is MISS_DUE_TO_ERROR or result is NOT_STORED_DUE_TO_ERROR:
             return _SWALLOWED, "%s (raise_on_server_error is off)" % _result_name(result)
         if isinstance(result, dict):
@@ -201,78 +193,32 @@ class MetaMemcache(core.Library):
                 )
         return None
 
-    def query(self, instance, command, args, kwargs) -> str:
-        """The command and the keys sent to this span's server, as the app gave them."""
-        if len(args) > 2 or "key" in kwargs:
-            keys = [args[2] if len(args) > 2 else kwargs["key"]]
-        else:
-            key_values = args[2] if len(args) > 2 else kwargs.get("key_values") or ()
-            keys = [key for key, _ in key_values]
-        parts, length = [command.resource], len(command.resource)
-        for key in keys:
-            text = _key_text(key)
-            parts.append(text)
-            length += len(text) + 1
-            if length > commands.QUERY_MAX_LENGTH:
-                break
-        text = " ".join(parts)
-        if len(text) > commands.QUERY_MAX_LENGTH:
-            text = text[: commands.QUERY_MAX_LENGTH - len(commands.TRUNCATED)] + commands.TRUNCATED
-        return text
 
-
-_SWALLOWED = "meta_memcache.errors.MemcacheServerError"
-
-
-def _result_name(result: Any) -> str:
-    return "MISS_DUE_TO_ERROR" if result is MISS_DUE_TO_ERROR else "NOT_STORED_DUE_TO_ERROR"
+class MetaMemcacheClient(core.Library):
+    """The app's call on a client, which its router sends to the executor."""
 
 
 LIBRARY = MetaMemcache()
-
-
-# --- the wrappers ---------------------------------------------------------------------
-
-
-@wrapping.ours
-def within_call(cmd: Command, wrapped, instance, args, kwargs):
-    """For the app-facing methods: names the executor's spans, and applies the client's
-    overrides and Pin to them. The outermost call keeps its name; an inner client (a
-    ``ClientWrapper``'s ``CacheClient``) still adds its own overrides."""
-    if not tracer.enabled:  # no span to name
-        return wrapped(*args, **kwargs)
-    call = _CALL.get()
-    token = _CALL.set((cmd if call is None else call[0], instance))
-    try:
-        return overrides.within(wrapped, instance, args, kwargs)
-    finally:
-        _CALL.reset(token)
+CLIENT_LIBRARY = MetaMemcacheClient()
 
 
 @wrapping.ours
 def traced_exec(multi: bool, wrapped, instance, args, kwargs):
     """For ``exec_on_pool`` / ``exec_multi_on_pool``: the span of one server round trip."""
-    if not tracer.enabled:
+    try:
+        cmd: Command = EXECUTOR[((args[1] if len(args) > 1 else kwargs["command"]).value, multi)]
+    except Exception:
+        log.debug("could not name a meta-memcache command", exc_info=True)
         return wrapped(*args, **kwargs)
-    call = _CALL.get()
-    if call is not None:
-        cmd = call[0]
-    else:  # the executor used without a client: name the wire command
-        try:
-            wire = (args[1] if len(args) > 1 else kwargs["command"]).value
-            cmd = _MULTI_GET if multi and wire == b"mg" else _BY_WIRE[wire]
-        except Exception:
-            log.debug("could not name a meta-memcache command", exc_info=True)
-            return wrapped(*args, **kwargs)
     return core.trace(LIBRARY, cmd, wrapped, instance, args, kwargs)
 
 
 def targets() -> Iterator[wrapping.Target]:
     """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
     for cmd in COMMANDS:
-        yield HighLevelCommandsMixin, cmd.method, partial(within_call, cmd)
+        yield HighLevelCommandsMixin, cmd.method, partial(core.outer, CLIENT_LIBRARY, cmd)
     for cmd in META:
-        yield MetaCommandsMixin, cmd.method, partial(within_call, cmd)
+        yield MetaCommandsMixin, cmd.method, partial(core.outer, CLIENT_LIBRARY, cmd)
     yield DefaultExecutor, "exec_on_pool", partial(traced_exec, False)
     yield DefaultExecutor, "exec_multi_on_pool", partial(traced_exec, True)
 

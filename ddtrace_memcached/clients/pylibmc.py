@@ -10,22 +10,19 @@ libmemcached picks the server in C: ``client.hash(key)`` is the index of the key
 server in ``client.addresses``, which is how a span names its host. A multi-key call is
 one span, sent by libmemcached to every server its keys live on: it names the host only
 when all its keys live on one server, else no host and the metric ``memcached.servers``
-(``delete_multi``'s per-key ``delete`` calls are part of its span). A pool's override
+(``delete_multi``'s per-key ``delete`` calls are part of its span, as the core makes
+every command that a command of the same client calls). A pool's override
 covers the commands of ``with pool.reserve() as mc:``; a clone keeps its client's.
 
 While patched, ddtrace's built-in ``pylibmc`` integration is kept quiet
 (:func:`_silence_builtin`), and :func:`unpatch` hands back to it.
 """
 
-from collections.abc import Collection
-from collections.abc import Mapping
 import contextlib
-import contextvars
 from functools import partial
 import logging
 import re
 from typing import Any
-from typing import Dict
 from typing import Iterator
 from typing import Optional
 
@@ -37,8 +34,9 @@ import wrapt
 from .. import commands
 from .. import core
 from .. import overrides
+from .. import registry
 from .. import wrapping
-from ..commands import REDACTED
+from ..commands import Arg
 from ..commands import Keys
 from ..commands import Read
 from ..commands import command
@@ -47,15 +45,18 @@ from ..commands import parse_version
 
 log = logging.getLogger("ddtrace.contrib.memcached")
 
-SUPPORTED = ">=1.6"
+_MAPPING = Arg(0, "keys")  # set_multi(keys={...}): the mapping's keyword
+# A multi-key method's ``key_prefix``, when it is passed by position.
+_PREFIX_1 = Arg(1, "key_prefix")
+_PREFIX_2 = Arg(2, "key_prefix")
 
 # Every ``*_multi`` method is reported as ``*_many``, as pymemcache's aliases are.
 ALL_COMMANDS = (
     # storage
     command("set", Keys.ONE),
-    command("set_multi", Keys.MAPPING, resource="set_many"),
+    command("set_multi", Keys.MAPPING, resource="set_many", key=_MAPPING, prefix=_PREFIX_2),
     command("add", Keys.ONE),
-    command("add_multi", Keys.MAPPING, resource="add_many"),
+    command("add_multi", Keys.MAPPING, resource="add_many", key=_MAPPING, prefix=_PREFIX_2),
     command("replace", Keys.ONE),
     command("append", Keys.ONE),
     command("prepend", Keys.ONE),
@@ -63,13 +64,13 @@ ALL_COMMANDS = (
     # retrieval: get(key, default) takes the sentinel; gets gives (None, None) on a miss
     command("get", Keys.ONE, Read.ONE),
     command("gets", Keys.ONE, Read.VALUE),
-    command("get_multi", Keys.MANY, Read.MANY, resource="get_many"),
+    command("get_multi", Keys.MANY, Read.MANY, resource="get_many", prefix=_PREFIX_1),
     # deletion, arithmetic, touch
     command("delete", Keys.ONE),
-    command("delete_multi", Keys.MANY, resource="delete_many"),
+    command("delete_multi", Keys.MANY, resource="delete_many", prefix=_PREFIX_1),
     command("incr", Keys.ONE),
     command("decr", Keys.ONE),
-    command("incr_multi", Keys.MANY, resource="incr_many"),
+    command("incr_multi", Keys.MANY, resource="incr_many", prefix=_PREFIX_1),
     command("touch", Keys.ONE),
     # every server
     command("get_stats", Keys.ARGS, resource="stats"),
@@ -77,46 +78,16 @@ ALL_COMMANDS = (
 )
 """Every method of ``pylibmc.Client`` that talks to a server."""
 
-# Where a multi-key method takes ``key_prefix`` when it is passed by position.
-_PREFIX_POSITION = {"get_multi": 1, "delete_multi": 1, "incr_multi": 1, "set_multi": 2, "add_multi": 2}
 _EVERY_SERVER = frozenset({"get_stats", "flush_all"})
-
-
-def get_version() -> str:
-    return getattr(pylibmc, "__version__", "")
 
 
 # pylibmc.Client may be the built-in integration's proxy class: pylibmc.client.Client never is.
 Client = pylibmc.client.Client
-VERSION = parse_version(get_version())
+VERSION = parse_version(registry.client_version(__name__))
 COMMANDS = for_version(ALL_COMMANDS, VERSION)
 
 
 # --- which server -----------------------------------------------------------------------
-
-_SERVERS: Dict[Any, Any] = {}  # server spec -> (host, port) or a unix socket path
-_SERVERS_MAX = 1024
-
-
-def _server(spec: Any) -> Any:
-    """``(host, port)`` or a unix socket path, for one of ``client.addresses``."""
-    try:
-        server = _SERVERS.get(spec)
-    except TypeError:  # unhashable: a list
-        server = None
-    if server is None:
-        if isinstance(spec, (tuple, list)) and len(spec) == 3:  # (type, address, port), as is
-            kind, address, port = spec
-        else:
-            kind, address, port, _ = pylibmc.client.translate_server_spec(spec)
-        server = address if kind == pylibmc.server_type_unix else (address, port)
-        if len(_SERVERS) >= _SERVERS_MAX:
-            _SERVERS.clear()
-        try:
-            _SERVERS[spec] = server
-        except TypeError:
-            pass
-    return server
 
 
 def _key(key: Any, prefix: Any = None) -> Optional[bytes]:
@@ -133,44 +104,41 @@ def _key(key: Any, prefix: Any = None) -> Optional[bytes]:
     return key
 
 
-def _multi_keys(command, args: tuple, kwargs: dict):
-    """The keys of a multi-key call and its ``key_prefix``; None for keys we may not read."""
-    keys = args[0] if args else kwargs.get("keys")
-    if isinstance(keys, Mapping):
-        keys = keys.keys()
-    elif not isinstance(keys, Collection) or isinstance(keys, (str, bytes)):
-        return None, None  # an iterator would be consumed
-    position = _PREFIX_POSITION[command.method]
-    prefix = args[position] if len(args) > position else kwargs.get("key_prefix")
-    return keys, prefix
+# pylibmc's lead "error %d from %.32s(%.32s)": the key, cut to 32 bytes, in parentheses,
+# then maybe ": " and libmemcached's message (which may hold parentheses of its own). A key
+# may hold ")" or "): " itself: the last closing parenthesis before ": " is taken, else one
+# that ends the message, else (not pylibmc's format after all) everything after the lead.
+QUOTED_KEY = re.compile(r"\Aerror -?\d+ from \w+\((?:(.{0,32})\)(?=: )|(.{0,32})\)\Z|(.*))", re.S)
 
 
 class Pylibmc(core.Library):
-    name = "pylibmc"
+    key_errors = (pylibmc.Error,)  # "error 3 from memcached_get(<key>): CONNECTION FAILURE"
+    key_quote = QUOTED_KEY
 
-    def server(self, instance, command, args, kwargs):
+    def server(self, call, args, kwargs):
         try:
-            return self._server(instance, command, args, kwargs)
+            return self._server(call.instance, call.command, args, kwargs)
         except Exception:
-            log.debug("could not tell the server of pylibmc %s", command.method, exc_info=True)
+            log.debug("could not tell the server of pylibmc %s", call.command.method, exc_info=True)
             return None
 
     @staticmethod
-    def _server(instance, command, args, kwargs):
+    def _server(instance, cmd, args, kwargs):
         addresses = instance.addresses
         count = len(addresses)
         if count == 1:
-            return _server(addresses[0])
+            return addresses[0]
         if not count:
             return None
-        if command.method in _EVERY_SERVER:
+        if cmd.method in _EVERY_SERVER:
             return core.Fanout(count)
-        if command.keys is Keys.ONE:
-            key = _key(args[0] if args else kwargs.get("key"))
-            return None if key is None else _server(addresses[instance.hash(key)])
-        keys, prefix = _multi_keys(command, args, kwargs)
+        if cmd.keys is Keys.ONE:
+            key = _key(commands.key_of(cmd, args, kwargs))
+            return None if key is None else addresses[instance.hash(key)]
+        keys = commands.keys_of(cmd, args, kwargs)
         if keys is None:
             return None
+        prefix = commands.argument(args, kwargs, cmd.prefix)
         found = set()
         for key in keys:
             wire = _key(key, prefix)
@@ -180,54 +148,26 @@ class Pylibmc(core.Library):
             if len(found) == count:
                 break
         if len(found) == 1:
-            return _server(addresses[found.pop()])
+            return addresses[found.pop()]
         return core.Fanout(len(found)) if found else None
 
-    def query(self, instance, command, args, kwargs) -> str:
-        # A multi-key call's keys as sent: with its own key_prefix.
-        if command.method in _PREFIX_POSITION:
-            keys, prefix = _multi_keys(command, args, kwargs)
-            if keys is not None:
-                prefix = prefix.encode("utf-8") if isinstance(prefix, str) else prefix
-                return commands.query(command, (keys,), {}, prefix if isinstance(prefix, bytes) else b"")
-        return super().query(instance, command, args, kwargs)
+    def address(self, server):
+        """``(host, port)`` or a unix socket path, for one of ``client.addresses``."""
+        if isinstance(server, (tuple, list)) and len(server) == 3:  # (type, address, port), as is
+            kind, address, port = server
+        else:
+            kind, address, port, _ = pylibmc.client.translate_server_spec(server)
+        return address if kind == pylibmc.server_type_unix else (address, port)
 
-    def found(self, command, result):
-        if command.method == "gets":  # (value, cas); a stored None has a cas
+    def found(self, call, result):
+        if call.command.method == "gets":  # (value, cas); a stored None has a cas
             return 0 if isinstance(result, tuple) and result[1:] == (None,) else 1
-        return super().found(command, result)
-
-    def quotes_key(self, exc: BaseException) -> bool:
-        # "error 3 from memcached_get(<key>): CONNECTION FAILURE"
-        return isinstance(exc, pylibmc.Error) and _QUOTED_KEY.match(str(exc)) is not None
-
-    def redacted(self, message: str, keys_enabled: bool) -> str:
-        return message if keys_enabled else redact_key(message)
-
-
-# pylibmc's lead "error %d from %.32s(%.32s)": the key, cut to 32 bytes, in parentheses,
-# then maybe ": " and libmemcached's message (which may hold parentheses of its own).
-_QUOTED_KEY = re.compile(r"error -?\d+ from \w+\(")
-_KEY_MAX = 32
+        return super().found(call, result)
 
 
 def redact_key(message: str) -> str:
     """``message`` with the key that pylibmc's lead quotes replaced by ``REDACTED``."""
-    lead = _QUOTED_KEY.match(message)
-    if lead is None:
-        return message
-    start = lead.end()
-    # The key's closing parenthesis comes at most 32 characters on, before ": " and
-    # libmemcached's message (which may hold parentheses), or ends the message when there
-    # is none. A key may hold ")" or "): " itself: the last such one is taken.
-    window = range(start, min(len(message), start + _KEY_MAX + 1))
-    closing = [i for i in window if message[i] == ")"]
-    before_message = [i for i in closing if message.startswith(": ", i + 1)]
-    at_end = [i for i in closing if i + 1 == len(message)]
-    end = (before_message or at_end or [None])[-1]
-    if end is None:  # not pylibmc's format after all: keep nothing after the lead
-        return message[:start] + REDACTED + ")"
-    return message[:start] + REDACTED + message[end:]
+    return commands.redact(message, QUOTED_KEY, keys_enabled=False)
 
 
 LIBRARY = Pylibmc()
@@ -265,37 +205,11 @@ def _reserved(reservation, pool) -> Iterator[Any]:
         yield client
 
 
-# ``delete_multi`` calls ``self.delete`` once per key (in C): those calls are part of its
-# one span, not spans of their own, as every other multi-key call is one span.
-_in_delete_multi: contextvars.ContextVar = contextvars.ContextVar("ddtrace_memcached_pylibmc_multi", default=False)
-
-
-@wrapping.ours
-def trace_delete(command, wrapped, instance, args, kwargs):
-    """wrapt wrapper for ``delete``: no span of its own inside ``delete_multi``."""
-    if _in_delete_multi.get():
-        return wrapped(*args, **kwargs)
-    return core.trace(LIBRARY, command, wrapped, instance, args, kwargs)
-
-
-@wrapping.ours
-def trace_delete_multi(command, wrapped, instance, args, kwargs):
-    """wrapt wrapper for ``delete_multi``: one span, which its per-key deletes are part of."""
-    token = _in_delete_multi.set(True)
-    try:
-        return core.trace(LIBRARY, command, wrapped, instance, args, kwargs)
-    finally:
-        _in_delete_multi.reset(token)
-
-
-_WRAPPERS = {"delete": trace_delete, "delete_multi": trace_delete_multi}
-
-
 def targets() -> Iterator[wrapping.Target]:
     """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
     for cmd in COMMANDS:
-        special = _WRAPPERS.get(cmd.method)
-        yield Client, cmd.method, partial(special, cmd) if special else partial(core.trace, LIBRARY, cmd)
+        # delete_multi calls delete per key (in C): those calls are part of its span (core.trace).
+        yield Client, cmd.method, partial(core.trace, LIBRARY, cmd)
     yield Client, "clone", clone_with_overrides
     yield pylibmc.pools.ClientPool, "reserve", reserve_within
     yield pylibmc.pools.ThreadMappedPool, "reserve", reserve_within

@@ -27,6 +27,7 @@ import wrapt
 
 from .. import core
 from .. import overrides
+from .. import registry
 from .. import wrapping
 from ..commands import Keys
 from ..commands import Read
@@ -35,8 +36,6 @@ from ..commands import for_version
 from ..commands import parse_version
 
 log = logging.getLogger("ddtrace.contrib.memcached")
-
-SUPPORTED = ">=3.4"
 
 ALL_COMMANDS = (
     # storage
@@ -73,10 +72,6 @@ ALL_COMMANDS = (
 """Every method of ``pymemcache.client.base.Client`` that talks to a server."""
 
 
-def get_version() -> str:
-    return getattr(pymemcache, "__version__", "")
-
-
 _BUILTIN_CLIENT = "ddtrace.contrib.internal.pymemcache.client"
 
 
@@ -90,7 +85,7 @@ def original_classes() -> tuple:
 
 # Not imported by name: ddtrace's built-in integration may have put proxies there.
 Client, HashClient = original_classes()
-VERSION = parse_version(get_version())
+VERSION = parse_version(registry.client_version(__name__))
 HAS_RETRYING_CLIENT = VERSION >= (3, 5)
 COMMANDS = for_version(ALL_COMMANDS, VERSION)
 
@@ -99,17 +94,13 @@ if HAS_RETRYING_CLIENT:
 
 
 class Pymemcache(core.Library):
-    name = "pymemcache"
+    key_errors = (MemcacheIllegalInputError,)  # "Key contains whitespace: b'...'" and the like
 
-    def server(self, instance, command, args, kwargs):
-        return instance.server
+    def server(self, call, args, kwargs):
+        return call.instance.server
 
     def key_prefix(self, instance) -> bytes:
         return getattr(instance, "key_prefix", b"")
-
-    def quotes_key(self, exc: BaseException) -> bool:
-        # "Key contains whitespace: b'...'" and the like.
-        return isinstance(exc, MemcacheIllegalInputError)
 
 
 LIBRARY = Pymemcache()
