@@ -16,6 +16,9 @@ import sys
 _MONKEY = "ddtrace._monkey"
 INTEGRATION = "memcached"  # registry.INTEGRATION, known here before the package is imported
 ENABLED_ENV = "DD_TRACE_MEMCACHED_ENABLED"
+SETTINGS = (ENABLED_ENV, "DD_MEMCACHED_SERVICE", "DD_TRACE_MEMCACHED_CLIENTS", "DD_TRACE_MEMCACHED_COMMAND_ENABLED")
+"""Every environment variable of the integration, for ddtrace's registry of the ones it knows."""
+ENV_MODULE = "ddtrace.internal.settings.env"  # checks each DD_* read against that registry
 ISSUES_URL = "https://github.com/ddtrace-memcached/ddtrace-memcached/issues"
 """Where the self-check's warning asks users to report an incompatible ddtrace (pyproject's Issues URL)."""
 
@@ -102,12 +105,20 @@ def install():
 
 
 class _State:
-    """What the self-check knows: one warning per process at most."""
+    """What the self-check knows (one warning per process at most), and what
+    ``ddtrace_memcached.unpatch()`` needs to hand the clients back to ddtrace."""
 
     problem = None  # why registering failed, or None
     asked = False  # ddtrace.patch was called with memcached enabled
     set_up = False  # and the integration's import hooks are in place
     warned = False
+    original_patch = None  # ddtrace's own _monkey.patch
+    pending = []  # the _Pending import hooks of ddtrace.patch(memcached=True)
+    builtins_asked = {}  # built-in -> its patch indicator, each time ddtrace.patch asked for it
+    # Kept here for ddtrace_memcached.diagnostics: ddtrace-run may unload and re-import the
+    # package's modules after it starts (with gevent installed), never this one.
+    diagnostics = {}  # each ddtrace diagnostic -> "ok", or what is missing
+    warned_clients = set()  # the unknown DD_TRACE_MEMCACHED_CLIENTS names warned about
 
 
 def state() -> dict:
@@ -153,25 +164,42 @@ def _register(monkey):
 
     @functools.wraps(original)
     def patch(raise_errors=True, **patch_modules):
+        _remember_builtins(patch_modules)
         enabled = patch_modules.pop(INTEGRATION, False)
         if enabled:
             _patch_memcached(monkey, raise_errors, enabled, patch_modules)
         return original(raise_errors=raise_errors, **patch_modules)
 
     patch.__ddtrace_memcached__ = True
+    _State.original_patch = original
     monkey.patch = patch
     ddtrace = sys.modules.get("ddtrace")
     if ddtrace is not None and getattr(ddtrace, "patch", None) is original:
         ddtrace.patch = patch
     _check_patch_all(monkey)
+    register_settings()
     if _State.problem is not None and _enabled_by_env():
         warn("could not register with ddtrace: %s" % _State.problem)
+
+
+def _remember_builtins(patch_modules):
+    """Notes each built-in that ``ddtrace.patch`` was asked to enable (``ddtrace-run``'s defaults
+    included): while ``memcached`` covers its client the built-in is held back, and
+    :func:`hand_back` enables it again."""
+    try:
+        for builtin in _registry().builtins():
+            if patch_modules.get(builtin):
+                _State.builtins_asked[builtin] = patch_modules[builtin]
+    except Exception:  # bookkeeping must never fail ddtrace.patch
+        _debug("could not note the built-ins asked for")
 
 
 def _patch_memcached(monkey, raise_errors, enabled, patch_modules):
     """``memcached`` asked for in ``ddtrace.patch``: ours, or else the built-ins. Never raises."""
     _State.asked = True
     builtins = []
+    _diagnose("warn_unknown_clients")
+    _diagnose("list_in_startup_log")
     try:
         clients = covered_clients()
         builtins = [_registry().BY_MODULE[client].builtin for client in clients]
@@ -203,6 +231,7 @@ def _check_patch_all(monkey):
     @functools.wraps(original)
     def _patch_all(**patch_modules):
         result = original(**patch_modules)
+        _diagnose("list_in_startup_log")  # enabled or not, ddtrace's startup log comes next
         wanted = patch_modules.get(INTEGRATION, _enabled_by_env())
         if wanted and not _State.asked:
             who = "ddtrace-run (or import ddtrace.auto)" if _bootstrapping() else "ddtrace._monkey._patch_all()"
@@ -218,13 +247,22 @@ def _bootstrapping() -> bool:
 
 
 def _enabled_by_env() -> bool:
-    """Whether ``ddtrace-run`` would enable ``memcached``, read as ddtrace reads it:
-    ``DD_PATCH_MODULES`` (``memcached:false``) first, then ``DD_TRACE_MEMCACHED_ENABLED``."""
+    """Whether ``ddtrace-run`` would enable ``memcached`` (:func:`switch`)."""
+    return switch(INTEGRATION, True)[0]
+
+
+def switch(integration: str, default: bool):
+    """``(enabled, source)``: whether ``ddtrace-run`` enables ``integration``, read as ddtrace
+    reads it: ``DD_PATCH_MODULES`` (``name:false``) first, then ``DD_TRACE_<NAME>_ENABLED``,
+    then ``default`` (ddtrace's ``PATCH_MODULES``). ``source`` names the setting that decided."""
     for item in os.environ.get("DD_PATCH_MODULES", "").replace(",", " ").split():
         name, _, value = item.partition(":")
-        if name.strip() == INTEGRATION:
-            return _asbool(value)
-    return _asbool(os.environ.get(ENABLED_ENV, "true"))
+        if name.strip() == integration:
+            return _asbool(value), "DD_PATCH_MODULES=%s" % item.strip()
+    variable = "DD_TRACE_%s_ENABLED" % integration.upper().replace("-", "_")
+    if variable in os.environ:
+        return _asbool(os.environ[variable]), "%s=%s" % (variable, os.environ[variable])
+    return default, "default"
 
 
 def _asbool(value: str) -> bool:
@@ -286,12 +324,88 @@ def add_integration_config(config_module_name):
 def _patch_on_import(monkey, raise_errors, patch_indicator, clients):
     """Does for ``memcached`` what ``_monkey.patch`` does for a built-in integration:
     ``ddtrace_memcached.patch.patch()`` runs when the first client module is imported.
-    ddtrace checks that client's version first (safe instrumentation)."""
+    ddtrace checks that client's version first (safe instrumentation). The hooks are
+    :class:`_Pending`, so that ``ddtrace_memcached.unpatch()`` can cancel them."""
     on_import = monkey._on_import_factory(
         INTEGRATION, "ddtrace_%s.patch", raise_errors=raise_errors, patch_indicator=patch_indicator
     )
     for client in clients:
-        monkey.when_imported(client)(on_import)
+        pending = _Pending(on_import)
+        _State.pending.append(pending)
+        monkey.when_imported(client)(pending)
     patched = getattr(monkey, "_PATCHED_MODULES", None)
     if patched is not None:
         patched.add(INTEGRATION)
+
+
+class _Pending:
+    """An import hook of ``ddtrace.patch(memcached=True)`` until it is cancelled: the import
+    hooks ddtrace uses (wrapt's) cannot be removed, only made to do nothing."""
+
+    def __init__(self, on_import):
+        self.on_import = on_import
+        self.cancelled = False
+
+    def __call__(self, module):
+        if not self.cancelled:
+            self.on_import(module)
+
+
+def cancel_pending() -> None:
+    """Clients imported from now on are not patched on ``ddtrace.patch(memcached=True)``'s behalf."""
+    while _State.pending:
+        _State.pending.pop().cancelled = True
+
+
+def hand_back() -> None:
+    """Enables again, through ddtrace's own ``patch``, each built-in integration (pymemcache,
+    pylibmc) that ``ddtrace-run`` or the app asked for while ``memcached`` held it back: it
+    patches the clients already imported and hooks the others. Never raises."""
+    if _State.original_patch is None or not _State.builtins_asked:
+        return
+    try:
+        _State.original_patch(raise_errors=False, **_State.builtins_asked)
+    except Exception:
+        _debug("could not hand the clients back to ddtrace's built-in integrations")
+
+
+def register_settings() -> None:
+    """Adds :data:`SETTINGS` to ddtrace's supported-configuration registry, so that its debug
+    log does not call them unsupported. Never raises.
+
+    ddtrace checks every ``DD_*`` read against a frozenset that its ``env`` module imported by
+    name: that name (and the registry module's own, for whatever reads it there) is replaced
+    by its union with ours. A ddtrace without that module checks nothing: nothing to do.
+    """
+    env = sys.modules.get(ENV_MODULE)
+    if env is None:
+        _State.diagnostics["supported_configurations"] = "ok (this ddtrace checks no settings)"
+        return
+    try:
+        known = env.SUPPORTED_CONFIGURATIONS
+        if not set(SETTINGS) <= known:
+            extended = frozenset(known) | set(SETTINGS)
+            env.SUPPORTED_CONFIGURATIONS = extended
+            source = sys.modules.get("ddtrace.internal.settings._supported_configurations")
+            if getattr(source, "SUPPORTED_CONFIGURATIONS", None) is known:
+                source.SUPPORTED_CONFIGURATIONS = extended
+        _State.diagnostics["supported_configurations"] = "ok"
+    except Exception as exc:
+        _State.diagnostics["supported_configurations"] = "%s: %s" % (ENV_MODULE, _describe(exc))
+        _debug("cannot add the memcached settings to ddtrace's registry")
+
+
+def _diagnose(step: str) -> None:
+    """Runs ``ddtrace_memcached.diagnostics.<step>``, which never raises (this guards the import)."""
+    try:
+        from ddtrace_memcached import diagnostics
+
+        getattr(diagnostics, step)()
+    except Exception:
+        _debug("diagnostics: %s failed" % step)
+
+
+def _debug(what: str) -> None:
+    import logging
+
+    logging.getLogger("ddtrace.contrib.memcached").debug(what, exc_info=True)

@@ -7,9 +7,10 @@ it has none; every Python we support is in some suite.
 - ``tests``: the core and pymemcache (every test that needs no other client), on the
   oldest and newest Python with the latest ddtrace; pymemcache 3.4 (below the gates of
   RetryingClient, shutdown and raw_command); ddtrace 3.19 (the oldest supported) and 4.0.
-- one suite per other client (``client_suite``): the contract for that client, its own
-  tests and its real users (Django, dogpile.cache, cachelib, aiocache), with only that
-  client installed.
+- one suite per other client of ``ddtrace_memcached.registry`` (``client_suite``): the
+  contract for that client and ``tests/clients/<module>/`` (its own tests, snapshots aside,
+  and its real users: Django, dogpile.cache, cachelib, aiocache), with only that client
+  installed; which releases, by the policy above, is ``CLIENT_SUITES``.
 - ``ddtrace-run``: the suite's process itself started by ``ddtrace-run``: no explicit
   patch, the integration must be there already (``tests/test_autopatch.py``).
 - ``snapshot``: the traces sent to the APM test agent against ``snapshots/``, with every
@@ -27,8 +28,15 @@ riot finds interpreters as ``python3.X`` on PATH: with pyenv, make them all visi
 e.g. ``PYENV_VERSION=3.11.7:3.9.18:3.10.13:3.12.1:3.13.0`` (``scripts/test`` does).
 """
 
+import os
+import sys
+
 from riot import Venv
 from riot import latest
+
+# The clients come from the registry, which imports nothing of ddtrace or of a client.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ddtrace_memcached import registry  # noqa: E402
 
 PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 # pymemcache has had no release in two years (4.0.0, 2022-10): the policy tests the
@@ -51,29 +59,62 @@ OWN_SUITE_MARKERS = ["snapshot", "ddtrace_run", "wheel", "benchmark", "stress"]
 NOT_OWN_SUITES = " and ".join("not " + m for m in OWN_SUITE_MARKERS)
 
 
-def client_suite(client: str, tests: str, versions: list) -> Venv:
-    """The contract for ``client`` and its own tests, with only that client installed.
+# The client the `tests` suite runs with the whole suite; every other one has a suite of its own.
+CORE_CLIENT = "pymemcache"
 
-    ``versions``: ``(python, {package: version})`` pairs, chosen by the support policy.
+
+def client_suite(client: registry.Client, versions: list) -> Venv:
+    """The contract for ``client``, ``tests/clients/<module>/`` and its ``EXTRA_TESTS``,
+    with only that client installed.
+
+    ``versions``: ``(python, client's version, {other package: version})``, chosen by the
+    support policy; the client's package is the first of its distributions.
     """
+    tests = ["tests/test_contract.py", "tests/clients/%s/" % client.module] + EXTRA_TESTS.get(client.module, [])
     return Venv(
-        name=client,
-        command="python -m pytest -m '%s' tests/test_contract.py %s {cmdargs}" % (NOT_OWN_SUITES, tests),
-        env={"MEMCACHED_CONTRACT_CLIENTS": client},
-        venvs=[Venv(pys=[python], pkgs={"ddtrace": latest, **pkgs}) for python, pkgs in versions],
+        name=client.module,
+        command="python -m pytest -m '%s' %s {cmdargs}" % (NOT_OWN_SUITES, " ".join(tests)),
+        env={"MEMCACHED_CONTRACT_CLIENTS": client.module},
+        venvs=[
+            Venv(pys=[python], pkgs={"ddtrace": latest, client.distributions[0]: version, **others})
+            for python, version, others in versions
+        ],
     )
 
 
-# Every client, at its latest release, for the snapshot suite.
-ALL_CLIENTS = {
-    "pymemcache": latest,
-    "pylibmc": latest,
-    "meta-memcache": latest,
-    "python-memcached": latest,
-    "python-binary-memcached": latest,
-    "aiomcache": latest,
-    "emcache": latest,
+# Each client's suite by the support policy: (python, client's version, other packages).
+CLIENT_SUITES = {
+    # pylibmc: no release in two years (1.6.3): the latest. PyPI has wheels up to Python
+    # 3.11; 3.13 builds it from source against libmemcached-dev (scripts/bootstrap).
+    "pylibmc": [
+        ("3.9", latest, {"django": "~=4.2.0", "pymemcache": latest}),
+        ("3.13", latest, {"django": latest, "pymemcache": latest}),
+    ],
+    # python-memcached: no release in two years (1.62, 2024-01): the latest, with its real
+    # users dogpile.cache and cachelib.
+    "memcache": [("3.13", latest, {"dogpile.cache": latest, "cachelib": latest})],
+    # python-binary-memcached: the oldest and the latest minor within two years (0.31.4,
+    # 2025-01; the latest, 0.33, needs Python >= 3.10), with dogpile.cache.
+    "bmemcached": [("3.9", "~=0.31.4", {"dogpile.cache": latest}), ("3.13", latest, {"dogpile.cache": latest})],
+    # meta-memcache: the oldest and the latest minor of its current major (4.0.0 and 4.3.0,
+    # both 2026-10); it needs Python >= 3.10 (on 3.9 pip resolves 2.0.0).
+    "meta_memcache": [("3.10", "~=4.0.0", {}), ("3.13", latest, {})],
+    # aiomcache: no release in two years (0.8.2, 2024-05): the latest, with its real users
+    # aiocache + aiohttp.
+    "aiomcache": [("3.13", latest, {"aiocache": latest, "aiohttp": latest, "uvloop": latest})],
+    # emcache: 1.3.1 (2025-05) and 1.3.3 (2026-01, the latest): the releases within two
+    # years; wheels for cp38-cp313 (1.3.1) and up to cp314 (1.3.3).
+    "emcache": [("3.9", "==1.3.1", {}), ("3.13", latest, {"uvloop": latest})],
 }
+# Tests a client's suite runs beyond its directory: the demo, whose app uses pylibmc beside pymemcache.
+EXTRA_TESTS = {"pylibmc": ["tests/test_example.py"]}
+
+OTHER_CLIENTS = [client for client in registry.CLIENTS if client.module != CORE_CLIENT]
+if sorted(CLIENT_SUITES) != sorted(client.module for client in OTHER_CLIENTS):
+    raise ValueError("CLIENT_SUITES must name every registry client but %s: %s" % (CORE_CLIENT, sorted(CLIENT_SUITES)))
+
+# Every client, at its latest release, for the snapshot, benchmarks and stress suites.
+ALL_CLIENTS = {client.distributions[0]: latest for client in registry.CLIENTS}
 
 venv = Venv(
     pkgs={"pytest": latest, "hypothesis": latest, "gevent": latest, "pytest-asyncio": "~=1.2"},
@@ -92,55 +133,7 @@ venv = Venv(
                 Venv(pys=[PYTHONS[-1]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER[1]}),
             ],
         ),
-        # pylibmc: no release in two years (1.6.3): the latest. PyPI has wheels up to
-        # Python 3.11; 3.13 builds it from source against libmemcached-dev (scripts/bootstrap).
-        client_suite(
-            "pylibmc",
-            # and the demo (tests/test_example.py), whose app uses pylibmc beside pymemcache
-            "tests/test_pylibmc*.py tests/test_example.py",
-            [
-                ("3.9", {"pylibmc": latest, "django": "~=4.2.0", "pymemcache": latest}),
-                ("3.13", {"pylibmc": latest, "django": latest, "pymemcache": latest}),
-            ],
-        ),
-        # meta-memcache: the oldest and the latest minor of its current major (4.0.0 and
-        # 4.3.0, both 2026-10); it needs Python >= 3.10 (on 3.9 pip resolves 2.0.0).
-        client_suite(
-            "meta_memcache",
-            "tests/test_meta_memcache.py",
-            [("3.10", {"meta-memcache": "~=4.0.0"}), ("3.13", {"meta-memcache": latest})],
-        ),
-        # python-memcached: no release in two years (1.62, 2024-01): the latest, with its
-        # real users dogpile.cache and cachelib (tests/test_frameworks_sync.py).
-        client_suite(
-            "memcache",
-            "tests/test_memcache.py tests/test_frameworks_sync.py",
-            [("3.13", {"python-memcached": latest, "dogpile.cache": latest, "cachelib": latest})],
-        ),
-        # python-binary-memcached: the oldest and the latest minor within two years
-        # (0.31.4, 2025-01; the latest, 0.33, needs Python >= 3.10), with dogpile.cache.
-        client_suite(
-            "bmemcached",
-            "tests/test_bmemcached.py tests/test_frameworks_sync.py",
-            [
-                ("3.9", {"python-binary-memcached": "~=0.31.4", "dogpile.cache": latest}),
-                ("3.13", {"python-binary-memcached": latest, "dogpile.cache": latest}),
-            ],
-        ),
-        # aiomcache: no release in two years (0.8.2, 2024-05): the latest, with its real users
-        # aiocache + aiohttp.
-        client_suite(
-            "aiomcache",
-            "tests/test_aiomcache.py tests/test_frameworks_async.py",
-            [("3.13", {"aiomcache": latest, "aiocache": latest, "aiohttp": latest, "uvloop": latest})],
-        ),
-        # emcache: 1.3.1 (2025-05) and 1.3.3 (2026-01, the latest): the releases within two
-        # years; wheels for cp38-cp313 (1.3.1) and up to cp314 (1.3.3).
-        client_suite(
-            "emcache",
-            "tests/test_emcache.py",
-            [("3.9", {"emcache": "==1.3.1"}), ("3.13", {"emcache": latest, "uvloop": latest})],
-        ),
+        *(client_suite(client, CLIENT_SUITES[client.module]) for client in OTHER_CLIENTS),
         Venv(
             name="ddtrace-run",
             command="ddtrace-run python -m pytest -m ddtrace_run {cmdargs}",

@@ -15,6 +15,7 @@ from typing import Any
 from typing import NamedTuple
 from typing import Optional
 from typing import Pattern
+from typing import Tuple
 
 QUERY_MAX_LENGTH = 1000
 """``memcached.query`` and quoted error messages are cut to this many characters (then ``...``)."""
@@ -46,10 +47,26 @@ class Read(enum.Enum):
 
 class Arg(NamedTuple):
     """Where an argument sits: its position among the positional arguments (``self``
-    excluded), or its name as a keyword."""
+    excluded; None for a keyword-only parameter), or its name as a keyword."""
 
-    position: int
+    position: Optional[int]
     name: str
+    default: Any = None  # when the call does not pass it
+
+
+# The replies of memcached's text protocol that mean "not there" or "not stored": a command
+# that gets one did its job, and its span is no error (``db.response.status_code``). A plain
+# ``set`` is stored whatever was there: it has none.
+NOT_FOUND = "NOT_FOUND"
+NOT_STORED = "NOT_STORED"
+EXISTS = "EXISTS"  # cas: the item changed since it was read
+
+Misses = Tuple[Tuple[Any, str], ...]
+"""``(result, reply)`` pairs: a command that returns ``result`` got that reply."""
+
+NOT_STORED_IF_FALSE: Misses = ((False, NOT_STORED),)
+NOT_FOUND_IF_FALSE: Misses = ((False, NOT_FOUND),)
+NOT_FOUND_IF_NONE: Misses = ((None, NOT_FOUND),)
 
 
 class Command(NamedTuple):
@@ -61,6 +78,9 @@ class Command(NamedTuple):
     key: Optional[Arg]  # where the keys sit (``keys`` says what they are)
     prefix: Optional[Arg]  # where a per-call key prefix sits (pylibmc's ``key_prefix``)
     noreply: Optional[Arg]  # where a per-call ``noreply`` flag sits
+    misses: Misses  # results that mean a miss (see NOT_FOUND)
+    reads_result: bool  # the result says something: the keys found (``read``), or a miss
+    nests: bool  # calls other commands of its client, which are then part of its span
 
 
 def command(
@@ -72,12 +92,37 @@ def command(
     key: Optional[Arg] = None,
     prefix: Optional[Arg] = None,
     noreply: Optional[Arg] = None,
+    misses: Misses = (),
+    nests: bool = False,
 ) -> Command:
     """A row of a client's command table. ``key`` defaults to the first argument, named
     after ``keys`` (``key``, ``keys``, ``values``...)."""
     if key is None and keys not in (Keys.NONE, Keys.ARGS):
         key = Arg(0, keys.value)
-    return Command(method, resource or method, keys, read, since, key, prefix, noreply)
+    return Command(
+        method,
+        resource or method,
+        keys,
+        read,
+        since,
+        key,
+        prefix,
+        noreply,
+        misses,
+        read is not Read.NONE or bool(misses),
+        nests,
+    )
+
+
+def as_part_of(cmd: Command, app_command: Command) -> Command:
+    """A round trip's ``cmd`` as part of the app's call that caused it: named after it, and
+    reading its result as the app's command would. Where its keys sit stays its own."""
+    return cmd._replace(
+        resource=app_command.resource,
+        read=app_command.read,
+        misses=app_command.misses,
+        reads_result=app_command.reads_result,
+    )
 
 
 def parse_version(version: str) -> tuple:
@@ -97,11 +142,12 @@ def for_version(table: tuple, version: tuple) -> tuple:
 _MISSING = object()
 
 
-def argument(args: tuple, kwargs: dict, where: Arg, default: Any = None) -> Any:
-    """The argument at ``where``, or ``default`` when the call did not pass it."""
-    if len(args) > where.position:
-        return args[where.position]
-    return kwargs.get(where.name, default)
+def argument(args: tuple, kwargs: dict, where: Arg) -> Any:
+    """The argument at ``where``, or its default when the call did not pass it."""
+    position = where.position
+    if position is not None and len(args) > position:
+        return args[position]
+    return kwargs.get(where.name, where.default)
 
 
 def key_of(cmd: Command, args: tuple, kwargs: dict) -> Any:
@@ -241,6 +287,15 @@ def without_sentinel(result: Any, default: Any) -> Any:
     if isinstance(result, tuple) and result and result[0] is MISS:
         return (default,) + result[1:]
     return result
+
+
+def reply(cmd: Command, result: Any) -> Optional[str]:
+    """The miss a command's ``result`` means (:data:`NOT_FOUND`...), or None. ``False`` is
+    not ``0``: results are told apart by type too."""
+    for value, name in cmd.misses:
+        if result is value or (type(result) is type(value) and result == value):
+            return name
+    return None
 
 
 def found(cmd: Command, result: Any) -> Optional[int]:

@@ -55,19 +55,18 @@ class Call:
     with :func:`current` and tell it what they learn. The span reads it when it finishes.
     """
 
-    __slots__ = ("library", "command", "instance", "outer", "span", "server", "rows", "failure", "spans", "start_ns")
+    __slots__ = ("library", "command", "instance", "outer", "span", "server", "rows", "failure", "noreply")
 
-    def __init__(self, library: "Library", command: Command, instance: Any, outer: "Optional[Call]"):
+    def __init__(self, library: "Library", command: Command, instance: Any, outer: "Optional[Call]", span: Any):
         self.library = library
         self.command = command
-        self.instance = instance  # the client object (overrides, routing); cleared at the end
+        self.instance = instance  # the client object (overrides, routing)
         self.outer = outer  # the call this one runs inside of, if any
-        self.span = None  # None: an outer call, whose spans are made below it
-        self.server = None  # (host, port), a unix socket path, a Fanout, or None
+        self.span = span  # None: an outer call, whose spans are made below it
+        self.server = None  # the library's form of a server (Library.address), a Fanout, or None
         self.rows: Optional[int] = None  # db.row_count, when hooks counted it
         self.failure: Optional[Failure] = None
-        self.spans = 0  # spans made below an outer call
-        self.start_ns = 0  # when an outer call started
+        self.noreply = False  # sent without waiting for the reply: the span is the write alone
 
     def at(self, server: Any) -> None:
         """The call went to ``server`` (``(host, port)``, a path, or a :class:`Fanout`)."""
@@ -84,6 +83,19 @@ class Call:
         self.rows = (self.rows or 0) + rows
 
 
+class OuterCall(Call):
+    """An :func:`outer` call: it has no span of its own, but counts those made below it
+    (and notes the servers of those made right below it)."""
+
+    __slots__ = ("spans", "servers", "start_ns")
+
+    def __init__(self, library: "Library", command: Command, instance: Any, outer: Optional[Call]):
+        super().__init__(library, command, instance, outer, None)
+        self.spans = 0
+        self.servers: List[Any] = []
+        self.start_ns = time_ns()
+
+
 class Library:
     """What a client module tells the core about its calls. Override what differs."""
 
@@ -93,13 +105,20 @@ class Library:
     key_quote: Optional[Pattern] = commands.HEAD_QUOTE
     """Finds the quoted key in such a message (:func:`commands.redact`)."""
     swallows = False  # set for libraries that override failure()
+    renames = True
+    inner = True
+    """Whether hooks inside the client read :func:`current` during its calls. False saves
+    every call the context variable's set and reset (about 1.5k instructions), but for the
+    commands that call other commands (``Command.nests``)."""
+    """For a library of :func:`outer` calls: its round trips' spans are named after the app's
+    call (False: they keep their own names, which are the app's commands already)."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.swallows = cls.failure is not Library.failure
 
     def __init__(self) -> None:
-        self.server_tags: Dict[Any, Tuple[tagging.Attributes, bool]] = {}  # see _server_tags
+        self.server_tags: Dict[Any, "ServerTags"] = {}  # see _server_tags
 
     def server(self, call: Call, args: tuple, kwargs: dict) -> Any:
         """The server the call goes to, as :meth:`address` understands it; a :class:`Fanout`;
@@ -123,6 +142,26 @@ class Library:
     def failure(self, call: Call, result: Any) -> Optional[Failure]:
         """``(error.type, error.message)`` when ``result`` is a failure the client swallowed."""
         return None
+
+    def noreply(self, call: Call, args: tuple, kwargs: dict) -> bool:
+        """Whether the call is sent without waiting for the server's reply (``memcached.noreply``);
+        asked when the command has a ``noreply`` argument (``Command.noreply``)."""
+        return bool(commands.argument(args, kwargs, call.command.noreply))
+
+    def reply(self, call: Call, result: Any) -> Optional[str]:
+        """The miss that a command's ``result`` means (``NOT_FOUND``, ``NOT_STORED``, ``EXISTS``),
+        or None: from the command table's ``misses`` by default."""
+        return commands.reply(call.command, result)
+
+    def raised_reply(self, call: Call, exc: BaseException) -> Optional[str]:
+        """The miss that an exception the client raised means, if it means one (emcache's
+        ``NotFoundCommandError``): then the span is no error; the app gets the exception."""
+        return None
+
+    def command_of(self, args: tuple, kwargs: dict) -> Command:
+        """For a method that sends every command (meta-memcache's executor), wrapped with no
+        command of its own: the command this call sends, from its arguments."""
+        raise NotImplementedError
 
     def query(self, call: Call, args: tuple, kwargs: dict) -> str:
         """``memcached.query`` (only when key capture is on): the command and its keys."""
@@ -151,7 +190,7 @@ def current() -> Optional[Call]:
 def within_task(call: Call, server: Any) -> None:
     """In a task that ``call`` started (emcache's per-node requests): the rest of the task's
     work goes to ``server``. Its context is its own, so nothing needs to be undone."""
-    marker = Call(call.library, call.command, call.instance, call)
+    marker = Call(call.library, call.command, call.instance, call, None)
     marker.server = server
     _current.set(marker)
 
@@ -159,6 +198,8 @@ def within_task(call: Call, server: Any) -> None:
 # --- naming -----------------------------------------------------------------------------
 
 _OPERATION = tagging.OPERATION
+_CONFIGS = settings.configs()  # config.memcached is _CONFIGS[_INTEGRATION], looked up per span
+_INTEGRATION = tagging.INTEGRATION
 
 
 def configure() -> None:
@@ -171,12 +212,10 @@ _RENAMED: Dict[Tuple[Command, Command], Command] = {}
 
 
 def _named(command: Command, app_command: Command) -> Command:
-    """A round trip's ``command`` as part of the app's call that caused it: named after
-    it, and counting rows if it is a read. Where its keys sit stays the round trip's own."""
+    """:func:`commands.as_part_of`, once per pair of commands."""
     renamed = _RENAMED.get((command, app_command))
     if renamed is None:
-        renamed = command._replace(resource=app_command.resource, read=app_command.read)
-        _RENAMED[(command, app_command)] = renamed
+        renamed = _RENAMED[(command, app_command)] = commands.as_part_of(command, app_command)
     return renamed
 
 
@@ -192,24 +231,22 @@ def host_and_port(address: Any) -> Tuple[str, Optional[int]]:
     return str(address), None
 
 
-def _compute_server_tags(library: Library, server: Any) -> Tuple[tagging.Attributes, bool]:
+ServerTags = Tuple[tagging.Attributes, tagging.Attributes, bool]
+
+
+def _server_tags(library: Library, server: Any) -> ServerTags:
+    """The fixed tags of a span to ``server``, the same for a noreply command, and whether
+    they may go native. :func:`_close` keeps them in a bounded cache per library, keyed by
+    the server's value (a client whose server is reassigned gets the new tags)."""
     attrs = tagging.fixed(*host_and_port(library.address(server))) if server is not None else tagging.fixed(None, None)
-    return attrs, tagging.native(attrs)
-
-
-def _server_tags(library: Library, server: Any) -> Tuple[tagging.Attributes, bool]:
-    """The fixed tags of a span to ``server``, computed once per server value (a client
-    whose server is reassigned gets the new tags), in a bounded cache per library."""
-    cache = library.server_tags
+    tags = attrs, {**attrs, tagging.NOREPLY: "true"}, tagging.native(attrs)
     try:
-        return cache[server]
-    except KeyError:
-        pass
+        cache = library.server_tags
+        if len(cache) >= _SERVER_TAGS_MAX:
+            cache.clear()
+        cache[server] = tags
     except TypeError:  # unhashable: pymemcache < 4 keeps a list as it was given
-        return _compute_server_tags(library, server)
-    if len(cache) >= _SERVER_TAGS_MAX:
-        cache.clear()
-    tags = cache[server] = _compute_server_tags(library, server)
+        pass
     return tags
 
 
@@ -222,28 +259,44 @@ _READ_NONE, _READ_ONE, _READ_ONE_WITH_CAS = Read.NONE, Read.ONE, Read.ONE_WITH_C
 _FAST_SPAN = tagging.FAST_SPAN  # None: the public API only
 
 
-def _open(library: Library, command: Command, instance: Any, args: tuple, kwargs: dict, outer: Optional[Call]) -> Call:
-    """Starts the span of a call: a child of the active span, named after the app's call."""
+def _open(
+    library: Library, command: Command, instance: Any, args: tuple, kwargs: dict, outer: Optional[Call]
+) -> Optional[Call]:
+    """Starts the span of a call: a child of the active span, named after the app's call.
+
+    None for a command that a traced command of the same client object calls: it is part
+    of that command's span (pylibmc's ``delete_multi`` calls ``delete`` per key).
+    """
+    if command is None:
+        command = library.command_of(args, kwargs)
     if outer is not None:
-        if outer.span is None and outer.command is not command:
-            command = _named(command, outer.command)
-        parent = outer
-        while parent is not None and parent.span is None:
-            parent.spans += 1
-            parent = parent.outer
-    call = Call(library, command, instance, outer)
+        if outer.instance is instance and outer.library is library:
+            return None
+        if outer.span is None:
+            if outer.command is not command and outer.library.renames:
+                command = _named(command, outer.command)
+            parent = outer
+            while parent is not None and parent.span is None:
+                if type(parent) is OuterCall:
+                    parent.spans += 1
+                parent = parent.outer
     scope = overrides.for_span(instance)
     # Read on every command, so that changes to config.memcached apply at once. Items,
     # not attributes: IntegrationConfig's __getattr__ raises and catches on every read.
-    int_config = settings.integration_config()
-    span = call.span = tracer.trace(
+    int_config = _CONFIGS[_INTEGRATION]
+    span = tracer.trace(
         _OPERATION,
         service=scope.service or int_config["service"] or int_config["_default_service"],
         resource=command.resource,
         span_type=tagging.SPAN_TYPE,
     )
+    call = Call(library, command, instance, outer, span)
     try:
         call.server = library.server(call, args, kwargs)
+        if type(outer) is OuterCall:
+            outer.servers.append(call.server)
+        if command.noreply is not None:
+            call.noreply = library.noreply(call, args, kwargs)
         if scope.attempt is not None:
             span.set_metric(tagging.RETRY_ATTEMPT, scope.attempt)
         if int_config["command_enabled"]:
@@ -256,25 +309,38 @@ def _open(library: Library, command: Command, instance: Any, args: tuple, kwargs
 
 
 def _close(call: Call) -> None:
-    """Tags what the call learned (its server, rows, a swallowed failure) and finishes the span."""
+    """Tags what the call learned (its server, rows, a swallowed failure) and finishes the span.
+
+    On ddtrace's native span the fixed tags go in one ``_set_attributes`` call and the row
+    count in one ``_set_attribute`` call, what ``set_tag``/``set_metric`` store (see tagging).
+    """
     span = call.span
     try:
         server = call.server
         if type(server) is Fanout:  # several servers: none is named
             span.set_metric(tagging.SERVERS, int(server))
             server = None
-        attrs, native = _server_tags(call.library, server)
-        if native and type(span) is _FAST_SPAN:
-            span._set_attributes(attrs)  # what set_public sets, in one call: see tagging
+        try:
+            attrs, noreply_attrs, native = call.library.server_tags[server]
+        except (KeyError, TypeError):
+            attrs, noreply_attrs, native = _server_tags(call.library, server)
+        if call.noreply:
+            attrs = noreply_attrs
+        fast = type(span) is _FAST_SPAN
+        if fast and native:
+            span._set_attributes(attrs)
         else:
             tagging.set_public(span, attrs)
-        if call.rows is not None:
-            set_count(span, tagging.ROW_COUNT, call.rows)
+        rows = call.rows
+        if rows is not None:
+            if fast and type(rows) is int:
+                span._set_attribute(tagging.ROW_COUNT, rows)
+            else:
+                span.set_metric(tagging.ROW_COUNT, rows)
         if call.failure is not None:
             mark_failed(span, *call.failure)
     except Exception:
         log.debug("could not tag the span of memcached %s", call.command.resource, exc_info=True)
-    call.instance = None
     try:
         span.finish()
     except Exception:
@@ -282,24 +348,21 @@ def _close(call: Call) -> None:
 
 
 def _returned(call: Call, result: Any) -> None:
-    """Reads what the result says: the keys a read found, a failure the client swallowed."""
+    """Reads what the result says: the keys a read found, a miss (``NOT_FOUND``...), a
+    failure the client swallowed. A noreply command's result says nothing of the server."""
     try:
         library = call.library
-        if call.command.read is not _READ_NONE and call.rows is None:
-            call.rows = library.found(call, result)
         if library.swallows and call.failure is None:
             call.failure = library.failure(call, result)
+        if call.command.read is not _READ_NONE:
+            if call.rows is None:
+                call.rows = library.found(call, result)
+        elif not call.noreply and call.failure is None:
+            reply = library.reply(call, result)
+            if reply is not None:
+                call.span.set_tag(tagging.STATUS, reply)
     except Exception:
         log.debug("could not read the result of memcached %s", call.command.resource, exc_info=True)
-
-
-def set_count(span, key: str, count: int) -> None:
-    """``span.set_metric(key, count)`` for an ``int``: on the native span, the one call
-    that ``set_metric`` itself makes for an ``int`` under any key but ``_dd.measured``."""
-    if type(span) is _FAST_SPAN and type(count) is int:
-        span._set_attribute(key, count)
-    else:
-        span.set_metric(key, count)
 
 
 def mark_failed(span, error_type: str, message: str) -> None:
@@ -315,8 +378,12 @@ def _raised(call: Call, exc: BaseException) -> None:
     call.failure = None
     try:
         span = call.span
-        span.set_exc_info(type(exc), exc, exc.__traceback__)
         library = call.library
+        reply = library.raised_reply(call, exc)
+        if reply is not None:  # a miss the client raises: the app handles it, memcached did not fail
+            span.set_tag(tagging.STATUS, reply)
+            return
+        span.set_exc_info(type(exc), exc, exc.__traceback__)
         if library.key_errors and isinstance(exc, library.key_errors):
             message = str(exc)
             tag = commands.redact(message, library.key_quote, settings.integration_config()["command_enabled"])
@@ -348,44 +415,45 @@ def _restored(call: Call, result: Any, default: Any) -> Any:
     return result
 
 
-def _is_part_of(outer: Optional[Call], library: Library, instance: Any) -> bool:
-    """A command that a traced command of the same client object calls is part of its span
-    (pylibmc's ``delete_multi`` calls ``delete`` per key)."""
-    return outer is not None and outer.instance is instance and outer.library is library
-
-
 @wrapping.ours
 def trace(library: Library, command: Command, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """The wrapt wrapper of every synchronous command; bind the first two with ``partial``."""
-    if not tracer.enabled:
-        return wrapped(*args, **kwargs)
-    outer = _current.get()
-    if _is_part_of(outer, library, instance):
-        return wrapped(*args, **kwargs)
+    """The wrapt wrapper of every synchronous command; bind the first two with ``partial``.
+
+    Whatever the path, this frame ends without the app's arguments or result: a frame
+    outlives its call when an exception refers to it (its traceback, or the ``f_back`` of
+    a frame that the client's callback raised in, as pylibmc's ``deserialize``), and nothing
+    of the app's (keys, values) may stay referenced by the integration after a call.
+    """
     try:
-        call = _open(library, command, instance, args, kwargs, outer)
-    except Exception:
-        log.debug("could not start the span of memcached %s", command.resource, exc_info=True)
-        return wrapped(*args, **kwargs)
-    token = _current.set(call)
-    try:
-        read = command.read
-        if read is _READ_ONE or read is _READ_ONE_WITH_CAS:
-            sent = _sent(command, args, kwargs)
-            if sent is not None:
-                return _restored(call, wrapped(*sent[0], **sent[1]), sent[2])
-        result = wrapped(*args, **kwargs)
-        if read is not _READ_NONE or library.swallows:
-            _returned(call, result)
-        return result
-    except BaseException as exc:
-        _raised(call, exc)
-        # A stored exception keeps this frame alive through its traceback: not the app's arguments.
-        args = kwargs = sent = None  # noqa: F841
-        raise  # the same object, unchanged
+        if not tracer.enabled:
+            return wrapped(*args, **kwargs)
+        try:
+            call = _open(library, command, instance, args, kwargs, _current.get())
+        except Exception:
+            log.debug("could not start the span of memcached %s", getattr(command, "resource", None), exc_info=True)
+            call = None
+        if call is None:
+            return wrapped(*args, **kwargs)
+        token = _current.set(call) if library.inner or call.command.nests else None
+        try:
+            read = call.command.read
+            if read is _READ_ONE or read is _READ_ONE_WITH_CAS:
+                sent = _sent(call.command, args, kwargs)
+                if sent is not None:
+                    return _restored(call, wrapped(*sent[0], **sent[1]), sent[2])
+            result = wrapped(*args, **kwargs)
+            if (call.command.reads_result and not call.noreply) or library.swallows:
+                _returned(call, result)
+            return result
+        except BaseException as exc:
+            _raised(call, exc)
+            raise  # the same object, unchanged
+        finally:
+            if token is not None:
+                _current.reset(token)
+            _close(call)
     finally:
-        _current.reset(token)
-        _close(call)
+        args = kwargs = sent = result = None  # noqa: F841
 
 
 @wrapping.ours
@@ -407,37 +475,40 @@ def trace_async(library: Library, command: Command, wrapped: Callable, instance:
 
 
 async def _traced_coroutine(library, command, wrapped, instance, args, kwargs):
-    if not tracer.enabled:
-        return await wrapped(*args, **kwargs)
-    outer = _current.get()
-    if _is_part_of(outer, library, instance):
-        return await wrapped(*args, **kwargs)
+    """:func:`trace`'s lifecycle, awaited."""
     try:
-        call = _open(library, command, instance, args, kwargs, outer)
-    except Exception:
-        log.debug("could not start the span of memcached %s", command.resource, exc_info=True)
-        return await wrapped(*args, **kwargs)
-    token = _current.set(call)
-    try:
-        read = command.read
-        if read is _READ_ONE or read is _READ_ONE_WITH_CAS:
-            sent = _sent(command, args, kwargs)
-            if sent is not None:
-                return _restored(call, await wrapped(*sent[0], **sent[1]), sent[2])
-        result = await wrapped(*args, **kwargs)
-        if read is not _READ_NONE or library.swallows:
-            _returned(call, result)
-        return result
-    except BaseException as exc:
-        if _is_cancellation(exc):
-            _tag_cancelled(call.span)
-        else:
-            _raised(call, exc)
-        args = kwargs = sent = None  # noqa: F841 (see trace)
-        raise
+        if not tracer.enabled:
+            return await wrapped(*args, **kwargs)
+        try:
+            call = _open(library, command, instance, args, kwargs, _current.get())
+        except Exception:
+            log.debug("could not start the span of memcached %s", getattr(command, "resource", None), exc_info=True)
+            call = None
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        token = _current.set(call) if library.inner or call.command.nests else None
+        try:
+            read = call.command.read
+            if read is _READ_ONE or read is _READ_ONE_WITH_CAS:
+                sent = _sent(call.command, args, kwargs)
+                if sent is not None:
+                    return _restored(call, await wrapped(*sent[0], **sent[1]), sent[2])
+            result = await wrapped(*args, **kwargs)
+            if (call.command.reads_result and not call.noreply) or library.swallows:
+                _returned(call, result)
+            return result
+        except BaseException as exc:
+            if _is_cancellation(exc):
+                _tag_cancelled(call.span)
+            else:
+                _raised(call, exc)
+            raise
+        finally:
+            if token is not None:
+                _current.reset(token)
+            _close(call)
     finally:
-        _current.reset(token)
-        _close(call)
+        args = kwargs = sent = result = None  # noqa: F841 (see trace)
 
 
 def _is_cancellation(exc: BaseException) -> bool:
@@ -470,51 +541,94 @@ def outer(library: Library, command: Command, wrapped: Callable, instance: Any, 
     If the client answers without a round trip, or refuses the call before one, the call
     gets a span of its own, covering it (:meth:`Library.unspanned`).
     """
-    if not tracer.enabled:
-        return wrapped(*args, **kwargs)
-    current = _current.get()
-    if current is not None and current.instance is instance:
-        return wrapped(*args, **kwargs)  # a method that the app's method calls
     try:
-        call = Call(
-            library, command if current is None or current.span is not None else current.command, instance, current
-        )
-        call.start_ns = time_ns()
-        scope = overrides.enter(instance)
-    except Exception:
-        log.debug("could not trace memcached %s", command.resource, exc_info=True)
-        return wrapped(*args, **kwargs)
-    token = _current.set(call)
-    try:
-        result = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        _current.reset(token)
-        if call.spans == 0:
-            _span_after(call, args, kwargs, None, None, exc)
-        args = kwargs = None  # noqa: F841 (see trace)
-        raise
-    else:
-        _current.reset(token)
+        if not tracer.enabled:
+            return wrapped(*args, **kwargs)
+        current = _current.get()
+        if current is not None and current.instance is instance:
+            return wrapped(*args, **kwargs)  # a method that the app's method calls
         try:
-            for server, failure in library.unspanned(call, args, kwargs, result):
-                _span_after(call, args, kwargs, server, failure, None)
+            named = command if current is None or current.span is not None else current.command  # the outermost's
+            call = OuterCall(library, named, instance, current)
+            scope = overrides.enter(instance)
         except Exception:
-            log.debug("could not trace what memcached %s answered itself", call.command.resource, exc_info=True)
-        return result
+            log.debug("could not trace memcached %s", command.resource, exc_info=True)
+            return wrapped(*args, **kwargs)
+        token = _current.set(call)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _current.reset(token)
+            if call.spans == 0:
+                _span_after(call, args, kwargs, None, None, exc, None)
+            raise
+        else:
+            _current.reset(token)
+            try:
+                for server, failure in library.unspanned(call, args, kwargs, result):
+                    _span_after(call, args, kwargs, server, failure, None, result)
+            except Exception:
+                log.debug("could not trace what memcached %s answered itself", call.command.resource, exc_info=True)
+            return result
+        finally:
+            overrides.leave(scope)
     finally:
-        overrides.leave(scope)
-        call.instance = None
+        args = kwargs = result = None  # noqa: F841 (see trace)
 
 
-def _span_after(call: Call, args, kwargs, server: Any, failure: Optional[Failure], exc: Optional[BaseException]):
-    """The span of an outer call that made none below it: from its start until now."""
+def _span_after(call: OuterCall, args, kwargs, server: Any, failure: Optional[Failure], exc, result) -> None:
+    """The span of a round trip that an outer call did not make (or of the call, when it made
+    none): from the call's start until now. ``exc`` is what the call raised; else ``result``
+    what it returned, read as the app's command's own result when no ``failure`` says why."""
     try:
         made = _open(call.library, call.command, call.instance, args, kwargs, call.outer)
+        if made is None:
+            return
         made.span.start_ns = call.start_ns
         made.server = server
         made.failure = failure
         if exc is not None:
             _raised(made, exc)
+        elif failure is None:
+            _returned(made, result)
         _close(made)
     except Exception:
         log.debug("could not trace memcached %s", call.command.resource, exc_info=True)
+
+
+# --- hooks inside a client ------------------------------------------------------------------
+
+
+def hook(library: Library, before: Optional[Callable] = None, after: Optional[Callable] = None) -> wrapping.Hook:
+    """A hook on a method that a client runs inside its commands (python-memcached's
+    ``_get_server``): ``before(call, instance, args, kwargs)`` and
+    ``after(call, instance, args, kwargs, result)`` run around it while a traced call of
+    ``library`` is in progress in this context, and tell the call what they learn. Otherwise
+    the method runs alone, for the cost of one check. A hook's own failure is logged, never
+    raised; the hook's frame ends without the app's arguments (see :func:`trace`).
+    """
+
+    def make(original: Callable) -> Callable:
+        def hooked(self, *args, **kwargs):
+            try:
+                call = _current.get()
+                if call is None or call.library is not library:
+                    return original(self, *args, **kwargs)
+                if before is not None:
+                    try:
+                        before(call, self, args, kwargs)
+                    except Exception:
+                        log.debug("a memcached hook failed before %r", original, exc_info=True)
+                result = original(self, *args, **kwargs)
+                if after is not None:
+                    try:
+                        after(call, self, args, kwargs, result)
+                    except Exception:
+                        log.debug("a memcached hook failed after %r", original, exc_info=True)
+                return result
+            finally:
+                args = kwargs = result = None  # noqa: F841 (see trace)
+
+        return hooked
+
+    return wrapping.Hook(make)

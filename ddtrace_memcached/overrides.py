@@ -13,7 +13,6 @@ import contextlib
 import contextvars
 import logging
 from typing import Any
-from typing import Callable
 from typing import Dict
 from typing import Iterator
 from typing import Mapping
@@ -21,28 +20,11 @@ from typing import NamedTuple
 from typing import Optional
 import weakref
 
-from ddtrace.trace import tracer
-
-from . import wrapping
-
 log = logging.getLogger("ddtrace.contrib.memcached")
 
 PIN_ATTR = "_datadog_pin"  # where ddtrace's Pin.onto() puts a Pin, on 3.x and 4.x
 OVERRIDE_ATTR = "_ddtrace_memcached_override"
 OWNER_ATTR = "_ddtrace_memcached_owner"  # a weak reference to the outer client (adopt())
-
-
-def _attr(obj: Any, name: str) -> Any:
-    """``obj.name``, or None; never what a ``__getattr__`` makes up.
-
-    ``RetryingClient.__getattr__`` answers every unknown name with a function, and
-    neither a Pin nor an override is callable. A plain ``getattr`` with a default does
-    not raise when the name is missing, and does not touch ``obj.__dict__``: reading
-    that makes CPython (3.11+) build the instance's dict, after which every attribute
-    read on the client, pymemcache's own per key included, takes the slow path.
-    """
-    value = getattr(obj, name, None)
-    return None if callable(value) else value
 
 
 class Scope(NamedTuple):
@@ -64,7 +46,9 @@ def override(client: Any, service: Optional[str] = None, tags: Optional[Mapping[
     included), and on every supported ddtrace version. Calling it again keeps what it does not
     change: tags are merged, and ``service=None`` keeps the current service.
     """
-    current = _attr(client, OVERRIDE_ATTR) or _NO_SCOPE
+    current = getattr(client, OVERRIDE_ATTR, None)
+    if current is None or callable(current):  # see _own
+        current = _NO_SCOPE
     merged = dict(current.tags or {})
     merged.update({str(k): str(v) for k, v in (tags or {}).items()})
     setattr(client, OVERRIDE_ATTR, Scope(service or current.service, merged or None))
@@ -76,15 +60,26 @@ def _merge(outer: Scope, service: Optional[str], tags: Optional[Mapping]) -> Sco
     return Scope(service or outer.service, tags or outer.tags, outer.attempt)
 
 
-def _own(client: Any, outer: Scope) -> Scope:
-    """``outer`` refined by the client's Pin, then by its :func:`override`."""
-    pin = _attr(client, PIN_ATTR)
-    if pin is not None:
+def _refine(outer: Scope, pin: Any, own: Any) -> Scope:
+    """``outer`` refined by a client's Pin, then by its :func:`override`.
+
+    Neither is callable: ``RetryingClient.__getattr__`` answers every unknown name with a
+    function, which is then no Pin or override. They are read with ``getattr`` and a
+    default, which does not raise when the name is missing and does not touch
+    ``client.__dict__``: reading that makes CPython (3.11+) build the instance's dict, after
+    which every attribute read on the client, pymemcache's own per key included, takes the
+    slow path.
+    """
+    if pin is not None and not callable(pin):
         outer = _merge(outer, getattr(pin, "service", None), getattr(pin, "tags", None))
-    own = _attr(client, OVERRIDE_ATTR)
-    if own is not None:
+    if own is not None and not callable(own):
         outer = _merge(outer, own.service, own.tags)
     return outer
+
+
+def _own(client: Any, outer: Scope) -> Scope:
+    """``outer`` refined by ``client``'s Pin and override (see :func:`_refine`)."""
+    return _refine(outer, getattr(client, PIN_ATTR, None), getattr(client, OVERRIDE_ATTR, None))
 
 
 def _get_pin(client: Any) -> Any:
@@ -180,24 +175,25 @@ def for_span(client: Any) -> Scope:
     """The scope of a span (or a call) that ``client`` is about to make.
 
     The most specific setting wins: the client's own over its owner's (:func:`adopt`),
-    and that over its outer clients', inner outer clients over outer ones.
+    and that over its outer clients', inner outer clients over outer ones. Most clients
+    have none of the three: then no more than three attribute reads.
     """
     outer = _scope.get()
     owner = getattr(client, OWNER_ATTR, None)
+    pin = getattr(client, PIN_ATTR, None)
+    own = getattr(client, OVERRIDE_ATTR, None)
+    if owner is None and pin is None and own is None:
+        return outer
     if type(owner) is weakref.ref:  # not what a __getattr__ makes up
         owner = owner()
         if owner is not None:
             outer = _own(owner, outer)
-    return _own(client, outer)
+    return _refine(outer, pin, own)
 
 
-def run_within(scope: Scope, func: Callable, args: tuple, kwargs: dict) -> Any:
-    """Calls ``func`` with ``scope`` in force for the spans it causes."""
-    token = _scope.set(scope)
-    try:
-        return func(*args, **kwargs)
-    finally:
-        _scope.reset(token)
+def enter_scope(scope: Scope) -> Any:
+    """Puts ``scope`` in force for the spans that follow; :func:`leave` undoes it."""
+    return _scope.set(scope)
 
 
 def enter(client: Any) -> Any:
@@ -212,18 +208,6 @@ def leave(token: Any) -> None:
     """Undoes :func:`enter`."""
     if token is not None:
         _scope.reset(token)
-
-
-@wrapping.ours
-def within(wrapped, instance, args, kwargs):
-    """wrapt wrapper for outer clients' methods: their override covers the call."""
-    if not tracer.enabled:  # no span to cover
-        return wrapped(*args, **kwargs)
-    token = enter(instance)
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        leave(token)
 
 
 @contextlib.contextmanager

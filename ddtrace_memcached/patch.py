@@ -11,6 +11,9 @@ import logging
 import sys
 from types import ModuleType
 from typing import Dict
+from typing import Optional
+
+import _ddtrace_memcached_hook
 
 from . import registry
 
@@ -19,6 +22,7 @@ log = logging.getLogger("ddtrace.contrib.memcached")
 _patched = False
 _clients: Dict[str, ModuleType] = {}  # client -> its module, while patched
 _hooked: set = set()  # clients whose import hook is registered (hooks cannot be removed)
+_outside: set = set()  # clients outside the supported range, said so once
 
 
 def client_module(client: str) -> ModuleType:
@@ -29,6 +33,11 @@ def client_module(client: str) -> ModuleType:
 def patched_clients() -> Dict[str, ModuleType]:
     """The clients traced now -> their modules."""
     return dict(_clients)
+
+
+def is_patched() -> bool:
+    """Whether :func:`patch` is in effect (until :func:`unpatch`)."""
+    return _patched
 
 
 def get_versions() -> Dict[str, str]:
@@ -56,10 +65,12 @@ def patch() -> None:
     import wrapt.importer
 
     from . import core
+    from . import diagnostics
     from . import settings
 
     settings.register()
     core.configure()
+    diagnostics.warn_unknown_clients()
     _patched = True
     for client in registry.covered():
         if client in sys.modules:
@@ -71,15 +82,19 @@ def patch() -> None:
 
 def unpatch() -> None:
     """Restores every client :func:`patch` traced, and hands back to ddtrace's built-in
-    integrations. Idempotent."""
+    integrations: no client is traced by this package any more, not even one imported later,
+    and ddtrace's ``pymemcache`` and ``pylibmc`` integrations trace where ``ddtrace-run`` or
+    the app had asked for them. :func:`patch` takes over again. Idempotent."""
     global _patched
     _patched = False
+    _ddtrace_memcached_hook.cancel_pending()
     while _clients:
         client, module = _clients.popitem()
         try:
             module.unpatch()
         except Exception:
             log.debug("could not unpatch %s", client, exc_info=True)
+    _ddtrace_memcached_hook.hand_back()
 
 
 def _on_import(module: ModuleType) -> None:
@@ -109,17 +124,36 @@ def _patch_client(client: str, existing: bool = False) -> None:
 
 
 def _compatible(client: registry.Client) -> bool:
-    """ddtrace's safe-instrumentation check (``DD_TRACE_SAFE_INSTRUMENTATION_ENABLED``)."""
+    """Whether to trace ``client``: yes, unless its version is outside the supported range and
+    ddtrace's safe instrumentation (``DD_TRACE_SAFE_INSTRUMENTATION_ENABLED``) is on, as ddtrace
+    decides for its own integrations. Either way it says so once: a warning when it is not
+    traced, a debug line when it is (the status report flags it too, from :func:`in_range`)."""
     from ddtrace import config
 
-    if not getattr(config, "_trace_safe_instrumentation_enabled", False):
+    version = registry.version(client)
+    if in_range(version, client.supported) is not False:
         return True
+    safe = bool(getattr(config, "_trace_safe_instrumentation_enabled", False))
+    if client.module not in _outside:
+        _outside.add(client.module)
+        if safe:
+            log.warning("memcached: %s %s is not supported (%s), not traced", client.module, version, client.supported)
+        else:
+            log.debug(
+                "memcached: %s %s is outside the supported range (%s); traced anyway, as "
+                "DD_TRACE_SAFE_INSTRUMENTATION_ENABLED is off",
+                client.module,
+                version,
+                client.supported,
+            )
+    return not safe
+
+
+def in_range(version: str, supported: str) -> Optional[bool]:
+    """Whether ``version`` is in ``supported`` by ddtrace's own check; None when either is
+    unknown (no version found, or a ddtrace without that check)."""
     try:
         from ddtrace._monkey import is_version_compatible
     except ImportError:
-        return True
-    version = registry.version(client)
-    if not version or is_version_compatible(version, client.supported):
-        return True
-    log.warning("memcached: %s %s is not supported (%s), not traced", client.module, version, client.supported)
-    return False
+        return None
+    return is_version_compatible(version, supported) if version else None

@@ -11,6 +11,7 @@ suites) keep lists of their own; ``tests/test_registry.py`` checks that they agr
 This module imports nothing of ddtrace or of any client.
 """
 
+import functools
 import os
 import sys
 from typing import Dict
@@ -52,6 +53,7 @@ CLIENTS: Tuple[Client, ...] = (
 BY_MODULE: Dict[str, Client] = {client.module: client for client in CLIENTS}
 
 CLIENTS_ENV = "DD_TRACE_MEMCACHED_CLIENTS"
+ALL = "all"
 
 
 def _names() -> Dict[str, str]:
@@ -73,17 +75,31 @@ class Selection(NamedTuple):
 
 
 def select(value: Optional[str] = None) -> Selection:
-    """Resolves ``DD_TRACE_MEMCACHED_CLIENTS`` (or ``value``): module or distribution names,
-    separated by commas or spaces, case-insensitive; unset, empty or ``all`` covers every client."""
+    """Resolves ``DD_TRACE_MEMCACHED_CLIENTS`` (or ``value``): module or distribution names (a
+    fork's too), separated by commas or spaces, case-insensitive; unset, empty or ``all`` covers
+    every client. Unknown names cover nothing: :func:`described` lists the valid ones for the
+    warning that names them."""
     if value is None:
         value = os.environ.get(CLIENTS_ENV, "")
     items = [item for item in value.replace(",", " ").split() if item]
-    if not items or [item.lower() for item in items] == ["all"]:
+    if not items:
         return Selection(value, tuple(client.module for client in CLIENTS), ())
     names = _names()
-    wanted = {names[item.lower()] for item in items if item.lower() in names}
-    unknown = tuple(item for item in items if item.lower() not in names)
+    known = [item for item in items if item.lower() in names or item.lower() == ALL]
+    unknown = tuple(item for item in items if item not in known)
+    if ALL in (item.lower() for item in known):
+        return Selection(value, tuple(client.module for client in CLIENTS), unknown)
+    wanted = {names[item.lower()] for item in known}
     return Selection(value, tuple(client.module for client in CLIENTS if client.module in wanted), unknown)
+
+
+def described() -> str:
+    """The names :func:`select` accepts, for a message: ``pymemcache, pylibmc (or pylibmc2), ...``."""
+    parts = []
+    for client in CLIENTS:
+        others = [name for name in client.distributions if name != client.module]
+        parts.append(client.module + (" (or %s)" % ", ".join(others) if others else ""))
+    return ", ".join(parts) + ", or %s" % ALL
 
 
 def covered() -> Tuple[str, ...]:
@@ -92,19 +108,52 @@ def covered() -> Tuple[str, ...]:
 
 
 def installed(client: Client) -> Tuple[Optional[str], Optional[str]]:
-    """``(distribution, version)`` of whichever of ``client.distributions`` is installed,
-    else ``(None, None)``. Reads metadata only: imports nothing of the client."""
-    from importlib.metadata import PackageNotFoundError
+    """``(distribution, version)`` of the distribution that ships ``client.module``: of
+    ``client.distributions``, the one installed (the one whose files hold the module that
+    ``import`` finds, when a fork and its original both left metadata), else (Python 3.10+)
+    any other that ships the module, a fork the registry does not list yet; ``(None, None)``
+    when none. Reads metadata only: imports nothing of the client."""
+    found = [(d, v) for d, v in ((d, _version_of(d)) for d in client.distributions) if v]
+    if len(found) > 1:
+        found = [pair for pair in found if _ships(pair[0], client.module)] or found
+    if not found:
+        found = [(d, v) for d, v in ((d, _version_of(d)) for d in _providers().get(client.module, ())) if v]
+    return found[0] if found else (None, None)
+
+
+def _ships(distribution: str, module: str) -> bool:
+    """Whether ``distribution``'s files hold the ``module`` that ``import`` would load."""
+    from importlib.metadata import distribution as metadata
+    import importlib.util
+
+    try:
+        origin = os.path.realpath(importlib.util.find_spec(module).origin)
+        shipped = metadata(distribution)
+        return any(os.path.realpath(shipped.locate_file(path)) == origin for path in shipped.files or ())
+    except Exception:  # no spec, no RECORD: cannot tell
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def _providers() -> Dict[str, Tuple[str, ...]]:
+    """Module -> the distributions that ship it (Python 3.10+; else empty). Scans every
+    installed distribution, so it runs only when a listed one is missing, once a process."""
+    from importlib import metadata
+
+    try:
+        found = metadata.packages_distributions()  # type: ignore[attr-defined]
+    except Exception:  # Python 3.9, or a broken install elsewhere: the listed names only
+        return {}
+    return {module: tuple(distributions) for module, distributions in found.items()}
+
+
+def _version_of(distribution: str) -> Optional[str]:
     from importlib.metadata import version
 
-    for distribution in client.distributions:
-        try:
-            return distribution, version(distribution)
-        except PackageNotFoundError:
-            continue
-        except Exception:  # broken metadata: not worth an exception at import time
-            continue
-    return None, None
+    try:
+        return version(distribution)
+    except Exception:  # not installed, or broken metadata: not worth an exception at import time
+        return None
 
 
 def builtins() -> List[str]:

@@ -11,10 +11,9 @@ import _ddtrace_memcached_hook
 
 from . import registry
 from . import tagging
+from .diagnostics import COMMAND_ENABLED_ENV
 
 INTEGRATION = registry.INTEGRATION
-COMMAND_ENABLED_ENV = "DD_TRACE_MEMCACHED_COMMAND_ENABLED"
-_NO_CONFIGS: dict = {}
 
 
 def register() -> None:
@@ -32,14 +31,25 @@ def register() -> None:
     )
 
 
-def integration_config():
-    """``config.memcached``, looked up on every span: ``config._add`` replaces the object.
+class _ByAttribute:
+    """``configs[name]`` as ``getattr(config, name)``: where ddtrace keeps no registry dict."""
 
-    ddtrace's registry is read directly where it exists: ``Config.__getattr__`` raises
-    and catches an AttributeError on every call.
-    """
-    found = getattr(config, "_integration_configs", _NO_CONFIGS).get(INTEGRATION)
-    return found if found is not None else getattr(config, INTEGRATION)
+    def __getitem__(self, name: str):
+        return getattr(config, name)
+
+
+def configs():
+    """ddtrace's registry of integration configs (``config._integration_configs``): one
+    dict for the process, whose ``memcached`` entry ``config._add`` replaces. The core looks
+    ``config.memcached`` up there on every span, so that changes apply at once, without
+    ``Config.__getattr__``, which raises and catches an AttributeError on every call."""
+    found = getattr(config, "_integration_configs", None)
+    return found if isinstance(found, dict) else _ByAttribute()
+
+
+def integration_config():
+    """``config.memcached`` as it is now."""
+    return configs()[INTEGRATION]
 
 
 def operation_name() -> str:

@@ -11,11 +11,14 @@ at the end, or reuses running ones:
 
 The app runs with ``DD_SERVICE=demo-app`` and ``DD_TRACE_MEMCACHED_COMMAND_ENABLED=true``
 unless the environment sets them; other ``DD_`` settings pass through, e.g.
-``DD_TRACE_SPAN_ATTRIBUTE_SCHEMA=v1``. ``--ascii`` draws with ASCII only (chosen by itself
-when stdout cannot encode the box characters). ``ddtrace-run`` and ``ddapm-test-agent`` are
-looked up next to this interpreter, then on PATH.
+``DD_TRACE_SPAN_ATTRIBUTE_SCHEMA=v1``. Key capture is off by default in the integration; the
+demo turns it on, and says so, so that each span shows the keys its command sent.
 
-``scripts/demo`` installs what this needs into ``.venv``, then runs it.
+``--ascii`` draws with ASCII only (chosen by itself when stdout cannot encode the box
+characters). ``ddtrace-run`` and ``ddapm-test-agent`` are looked up next to this
+interpreter, then on PATH.
+
+``scripts/demo`` installs what this needs into venvs of its own, then runs it.
 """
 
 import argparse
@@ -39,10 +42,16 @@ BAR_WIDTH = 24
 UNICODE = {"branch": "├─ ", "last": "└─ ", "pipe": "│  ", "space": "   ", "full": "█", "empty": " ", "edges": "▕▏"}
 ASCII = {"branch": "|- ", "last": "`- ", "pipe": "|  ", "space": "   ", "full": "#", "empty": ".", "edges": "[]"}
 
+KEY_CAPTURE = "DD_TRACE_MEMCACHED_COMMAND_ENABLED"
+KEY_CAPTURE_NOTE = (
+    "--- key capture on (%s=true; off by default): each memcached span shows the keys its command "
+    "sent (memcached.query), never the values; set it to false to see the spans as they are by default" % KEY_CAPTURE
+)
+
 # What the app runs with, unless the environment says otherwise.
 APP_SETTINGS = {
     "DD_SERVICE": "demo-app",
-    "DD_TRACE_MEMCACHED_COMMAND_ENABLED": "true",
+    KEY_CAPTURE: "true",  # KEY_CAPTURE_NOTE says so
     "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
     "DD_REMOTE_CONFIGURATION_ENABLED": "false",
     "DD_CRASHTRACKING_ENABLED": "false",
@@ -247,6 +256,8 @@ def main(argv=None) -> int:
         except (AssertionError, OSError) as error:
             sys.exit("demo: %s is not an APM test agent (%s)" % (agent.url, error))
 
+        if KEY_CAPTURE not in os.environ:
+            print(KEY_CAPTURE_NOTE)
         print("--- ddtrace-run python examples/app.py")
         proc = subprocess.run(
             [ddtrace_run, sys.executable, APP],

@@ -18,11 +18,11 @@ import time
 import pytest
 
 import _ddtrace_memcached_hook
-from conftest import app
-from conftest import ddtrace_run
-from conftest import run_python
-from conftest import spans_of
-from conftest import subprocess_env
+from apps import app
+from apps import ddtrace_run
+from apps import run_python
+from apps import spans_of
+from apps import subprocess_env
 from ddtrace_memcached import registry
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +94,8 @@ def test_version_helpers():
 
     assert patch_module.get_versions()["pymemcache"] == pymemcache.__version__
     assert patch_module._supported_versions()["pymemcache"] == ">=3.4"
+    # Every client's range, imported or not (dd-trace-py's harness asks before the import).
+    assert patch_module._supported_versions() == {c.module: c.supported for c in registry.CLIENTS}
     assert client_module.VERSION == tuple(int(p) for p in pymemcache.__version__.split(".")[:3])
 
 
@@ -285,7 +287,8 @@ def test_a_client_left_out_stays_with_the_builtin(memcached):
 
 @pytest.mark.parametrize("value", ["pymemcache", " PyMemcache , pylibmc", "all", "nosuchclient,pymemcache"])
 def test_clients_setting_that_covers_pymemcache(memcached, value):
-    """Names are case-insensitive, separated by commas or spaces; unknown names are ignored."""
+    """Names are case-insensitive, separated by commas or spaces; unknown names cover nothing
+    (and warn: tests/test_diagnostics.py)."""
     env = {"DD_TRACE_MEMCACHED_CLIENTS": value}
     assert_ours(
         spans_of(run_python(app(CLIENT_COMMANDS, memcached), env=env, argv_prefix=ddtrace_run())), *CLIENT_RESOURCES
@@ -457,6 +460,85 @@ def test_unpatch_without_builtin_leaves_hashclient_untraced(memcached):
     spans = spans_of(proc)
     assert "client_class restored: True" in proc.stdout, proc.stdout
     assert spans == []
+
+
+# --- 5b. unpatch() hands back to ddtrace --------------------------------------------
+
+HAND_BACK = """
+import pymemcache.client.base
+
+import ddtrace_memcached
+
+pymemcache.client.base.Client(ADDRESS).set("k", b"v", noreply=False)
+ddtrace_memcached.unpatch()
+pymemcache.client.base.Client(ADDRESS).get("k")
+"""
+PYLIBMC_LATER = """
+import pylibmc
+
+pylibmc.Client(["%s:%d" % ADDRESS]).get("k")
+"""
+TAKE_OVER = """
+ddtrace_memcached.patch()
+pymemcache.client.base.Client(ADDRESS).get("k")
+"""
+
+
+def test_unpatch_under_ddtrace_run_hands_back_to_the_builtins(memcached):
+    """Under ddtrace-run, after ``unpatch()``: a new pymemcache client is traced by ddtrace's
+    built-in again, and a pylibmc imported only then by its built-in too, not by this package
+    (the import hooks of ``ddtrace.patch(memcached=True)`` are cancelled). ``patch()`` takes
+    over again, for both."""
+    pytest.importorskip("pylibmc")
+    blocks = [HAND_BACK, PYLIBMC_LATER, TAKE_OVER, 'pylibmc.Client(["%s:%d" % ADDRESS]).get("k")']
+    spans = spans_of(run_python(app(blocks, memcached), argv_prefix=ddtrace_run()))
+    assert commands(spans) == [
+        ("set", "memcached"),
+        ("get", "pymemcache"),
+        ("get", "pylibmc"),
+        ("get", "memcached"),
+        ("get", "memcached"),
+    ]
+
+
+def test_unpatch_before_the_import_leaves_the_client_to_the_builtin(memcached):
+    """Under ddtrace-run, ``unpatch()`` before the app imports pymemcache: this package never
+    patches it; the built-in does."""
+    body = """
+    import sys
+
+    import ddtrace_memcached
+
+    ddtrace_memcached.unpatch()
+    assert "pymemcache" not in sys.modules
+    """
+    spans = spans_of(run_python(app([body, CLIENT_COMMANDS], memcached), argv_prefix=ddtrace_run()))
+    assert commands(spans) == builtins(*CLIENT_RESOURCES)
+
+
+def test_unpatch_hands_back_a_builtin_the_app_asked_for(memcached):
+    """``ddtrace.patch(pymemcache=True)`` made while ours is on does nothing then, and takes
+    effect after ``unpatch()``."""
+    asked = """
+    import ddtrace
+
+    ddtrace.patch(memcached=True)
+    ddtrace.patch(pymemcache=True)
+    """
+    spans = spans_of(run_python(app([asked, HAND_BACK, TAKE_OVER], memcached)))
+    assert commands(spans) == [("set", "memcached"), ("get", "pymemcache"), ("get", "memcached")]
+
+
+@pytest.mark.parametrize(
+    "env, argv_prefix",
+    [({"DD_TRACE_PYMEMCACHE_ENABLED": "false"}, ddtrace_run()), ({}, ())],
+    ids=["builtin-off-under-ddtrace-run", "patched-by-hand"],
+)
+def test_unpatch_hands_back_nothing_nobody_asked_for(memcached, env, argv_prefix):
+    """Where ddtrace would not have enabled its built-in, ``unpatch()`` enables nothing."""
+    prelude = "" if argv_prefix else "import ddtrace_memcached\n\nddtrace_memcached.patch()\n"
+    spans = spans_of(run_python(app([prelude, HAND_BACK], memcached), env=env, argv_prefix=argv_prefix))
+    assert commands(spans) == [("set", "memcached")]
 
 
 # --- 6. startup cost -----------------------------------------------------------------

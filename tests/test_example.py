@@ -13,8 +13,6 @@ import sys
 
 import pytest
 
-import conftest
-
 DEMO = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
 _spec = importlib.util.spec_from_file_location("demo", str(DEMO))
 demo = importlib.util.module_from_spec(_spec)
@@ -33,7 +31,7 @@ VALUES = ("Alice", "Bob", "Carol", "Dave", "friends", "photo", "PNG")
 def run_demo(env: dict) -> subprocess.CompletedProcess:
     """``scripts/demo.py`` in a new interpreter of this venv; fails first if a tool is missing."""
     missing = [tool for tool in ("ddtrace-run", "ddapm-test-agent") if demo.find_tool(tool) is None]
-    assert not missing, "%s not next to %s nor on PATH: install the dev extra (scripts/bootstrap)" % (
+    assert not missing, "%s not next to %s nor on PATH: install requirements/dev.txt (scripts/bootstrap)" % (
         " and ".join(missing),
         sys.executable,
     )
@@ -60,20 +58,21 @@ def parse(lines):
     return traces
 
 
-def test_demo_draws_the_traces_the_agent_received():
+def test_demo_draws_the_traces_the_agent_received(reused_agent_url):
     # The app's clients (riot's pylibmc suite has both).
     pytest.importorskip("pylibmc")
     pytest.importorskip("pymemcache")
     # Reuses what the suite was told to reuse (docker compose); the demo starts the rest.
     env = {k: v for k, v in os.environ.items() if not k.startswith("DD_") and k != "MEMCACHED_SERVERS"}
-    if conftest.AGENT_URL:
-        env["DD_TRACE_AGENT_URL"] = conftest.AGENT_URL
+    if reused_agent_url:
+        env["DD_TRACE_AGENT_URL"] = reused_agent_url
     if os.environ.get("MEMCACHED_HASH_SERVERS"):
         env["MEMCACHED_SERVERS"] = ",".join(os.environ["MEMCACHED_HASH_SERVERS"].split(",")[:2])
     env["PYTHONIOENCODING"] = "utf-8"  # the box characters, whatever the CI's locale
     proc = run_demo(env)
     assert proc.returncode == 0, "stdout:\n%s\nstderr:\n%s" % (proc.stdout, proc.stderr)
     out = proc.stdout.splitlines()
+    assert demo.KEY_CAPTURE_NOTE in out  # the demo says it turns key capture on, and why
     servers = next(line for line in out if line.startswith("--- memcached ")).split()[2]
     assert len(set(servers.split(","))) == 2, servers
     server = re.compile("  (%s)(  |$)" % "|".join(re.escape(s) for s in servers.split(",")))

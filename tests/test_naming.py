@@ -5,9 +5,9 @@ Each case runs in its own interpreter: ddtrace reads the schema settings once.
 
 import pytest
 
-from conftest import app
-from conftest import run_python
-from conftest import spans_of
+from apps import app
+from apps import run_python
+from apps import spans_of
 
 SET_GET = """
 import ddtrace

@@ -8,25 +8,33 @@ right after it executed, and before the hook registers. ddtrace's own functions 
 find it in their globals, as they would in a release that renamed it consistently.
 """
 
+import ast
 import importlib.util
 import json
 from pathlib import Path
+import platform
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import types
+from typing import Optional
 
 import pytest
 
 import _ddtrace_memcached_hook as hook
-from conftest import app
-from conftest import ddtrace_run
-from conftest import spans_of
-from conftest import subprocess_env
+from apps import MARK
+from apps import app
+from apps import ddtrace_run
+from apps import spans_of
+from apps import subprocess_env
+import ddtrace_memcached
 from ddtrace_memcached import registry
+from ddtrace_memcached import status as status_module
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+VERSION = ddtrace_memcached.__version__
 WARNING = "cannot enable the memcached integration"
 CLIENT_COMMANDS = """
 from pymemcache.client.base import Client
@@ -276,7 +284,8 @@ def installed(distribution: str):
 
 def test_status_json_without_ddtrace_run():
     """Versions from the installed distributions, no client imported, the hook registered,
-    nothing enabled yet, and the settings from the environment."""
+    nothing enabled yet (with the hint to run it under ddtrace-run), ddtrace's diagnostics
+    taught, and the settings as set and as resolved."""
     env = {
         "DD_MEMCACHED_SERVICE": "sessions-cache",
         "DD_TRACE_MEMCACHED_COMMAND_ENABLED": "true",
@@ -287,29 +296,86 @@ def test_status_json_without_ddtrace_run():
 
     assert report["ddtrace_memcached"] == ddtrace_memcached.__version__
     assert report["ddtrace"] == installed("ddtrace") and report["wrapt"] == installed("wrapt")
+    assert report["gevent"] == installed("gevent")
+    assert report["os"].startswith(platform.system() + " " + platform.release())
     assert report["registration"] == dict(
         registered=True,
         in_patch_modules=True,
         patch_is_ours=True,
+        under_ddtrace_run=False,
         enabled_via_ddtrace=False,
         set_up=False,
         problem=None,
+        hint=report["registration"]["hint"],
     )
+    assert "ddtrace-run python -m ddtrace_memcached" in report["registration"]["hint"]
+    assert report["diagnostics"] == {"supported_configurations": "ok", "startup_log": "ok"}
     rows = by_client(report)
     assert list(rows) == [client.module for client in registry.CLIENTS]
     for client, row in rows.items():
-        assert row["version"] == installed(row["distribution"]), row
+        assert (row["distribution"], row["version"]) == (
+            registry.installed(registry.BY_MODULE[client])
+            if row["version"]
+            else (registry.BY_MODULE[client].distributions[0], None)
+        ), row
         assert row["imported"] is False and row["patched_by"] == [], row
-        assert row["covered"] is (client in ("pylibmc", "emcache")), row
-    assert report["settings"] == {
-        "DD_TRACE_MEMCACHED_ENABLED": True,
-        "DD_TRACE_MEMCACHED_CLIENTS": "pylibmc,emcache",
-        "covered_clients": ["pylibmc", "emcache"],
-        "DD_MEMCACHED_SERVICE": "sessions-cache",
-        "service": "sessions-cache",
-        "DD_TRACE_MEMCACHED_COMMAND_ENABLED": True,
-        "DD_TRACE_SPAN_ATTRIBUTE_SCHEMA": "v0",
+        assert row["covered"] is row["selected"] is (client in ("pylibmc", "emcache")), row
+    assert report["switches"] == {
+        "memcached": {"enabled": True, "source": "default"},
+        "pymemcache": {"enabled": True, "source": "default"},
+        "pylibmc": {"enabled": True, "source": "default"},
     }
+    assert report["settings"] == {
+        **{name: None for name in status_module.SHOWN_ENV},
+        **env,
+        "clients_selected": ["pylibmc", "emcache"],
+        "clients_unknown": [],
+        "service": "sessions-cache",
+        "command_enabled": True,
+        "schema": "v0",
+    }
+    assert report["problems"] == []
+
+
+def test_status_names_the_setting_behind_each_switch():
+    """``DD_PATCH_MODULES`` decides over ``DD_TRACE_<NAME>_ENABLED`` (as in ddtrace-run): the
+    report says which one did, does not show an unset variable as set, and calls no client
+    covered while memcached is off."""
+    env = {"DD_PATCH_MODULES": "memcached:false", "DD_TRACE_MEMCACHED_ENABLED": "true", "DD_TRACE_PYLIBMC_ENABLED": "0"}
+    report = json.loads(status("--json", env=env).stdout)
+    assert report["switches"] == {
+        "memcached": {"enabled": False, "source": "DD_PATCH_MODULES=memcached:false"},
+        "pymemcache": {"enabled": True, "source": "default"},
+        "pylibmc": {"enabled": False, "source": "DD_TRACE_PYLIBMC_ENABLED=0"},
+    }
+    assert {name: report["settings"][name] for name in env} == env
+    assert report["settings"]["DD_TRACE_PYMEMCACHE_ENABLED"] is None
+    assert [row["covered"] for row in report["clients"]] == [False] * len(registry.CLIENTS)
+    assert all(row["selected"] for row in report["clients"])
+    text = status(env=env).stdout
+    assert re.search(r"^  memcached +off \(DD_PATCH_MODULES=memcached:false\)$", text, re.M), text
+    assert re.search(r"^  pymemcache +pymemcache +\S+ +not covered: memcached is off ", text, re.M), text
+    assert re.search(r"^  DD_TRACE_PYMEMCACHE_ENABLED +\(unset\)$", text, re.M), text
+
+
+@pytest.mark.parametrize(
+    "value, selected, unknown",
+    [
+        ("bogus", [], ["bogus"]),
+        ("memcached", [], ["memcached"]),
+        ("python-memcached", ["memcache"], []),
+        ("PyLibMC2, python-binary-memcached", ["pylibmc", "bmemcached"], []),
+        ("all,bogus", [client.module for client in registry.CLIENTS], ["bogus"]),
+    ],
+)
+def test_status_shows_what_the_clients_setting_resolved_to(value, selected, unknown):
+    report = json.loads(status("--json", env={"DD_TRACE_MEMCACHED_CLIENTS": value}).stdout)
+    assert report["settings"]["DD_TRACE_MEMCACHED_CLIENTS"] == value
+    assert (report["settings"]["clients_selected"], report["settings"]["clients_unknown"]) == (selected, unknown)
+    problems = [p for p in report["problems"] if p.startswith("DD_TRACE_MEMCACHED_CLIENTS names no client")]
+    assert len(problems) == (1 if unknown else 0), report["problems"]
+    for name in unknown:
+        assert name in problems[0] and registry.described() in problems[0]
 
 
 @pytest.mark.parametrize(
@@ -338,6 +404,7 @@ def test_status_under_ddtrace_run_names_who_traces_each_client(env, expected):
     assert {client: rows[client]["patched_by"] for client in expected} == expected
     assert report["registration"]["enabled_via_ddtrace"] is ("DD_TRACE_MEMCACHED_ENABLED" not in env)
     assert report["registration"]["set_up"] is ("DD_TRACE_MEMCACHED_ENABLED" not in env)
+    assert report["registration"]["under_ddtrace_run"] is True and report["registration"]["hint"] is None
 
 
 def test_status_text_report():
@@ -349,8 +416,10 @@ def test_status_text_report():
     assert re.search(r"^  ddtrace +%s$" % re.escape(ddtrace.__version__), text, re.M), text
     assert re.search(r"^  registered +yes$", text, re.M), text
     assert re.search(r"^  enabled via ddtrace +yes$", text, re.M), text
-    assert re.search(r"^  pymemcache +pymemcache +\S+ +covered +traced by memcached \(this package\)$", text, re.M)
-    assert re.search(r"^  DD_TRACE_MEMCACHED_ENABLED +True$", text, re.M), text
+    assert re.search(r"^  pymemcache +pymemcache +\S+ +covered; traced by memcached \(this package\)$", text, re.M)
+    assert re.search(r"^  memcached +on \(default\)$", text, re.M), text
+    assert re.search(r"^  DD_TRACE_MEMCACHED_ENABLED +\(unset\)$", text, re.M), text
+    assert text.rstrip().endswith("Problems\n  none"), text
 
 
 def test_status_reports_the_self_check_problem():
@@ -361,6 +430,27 @@ def test_status_reports_the_self_check_problem():
     assert report["registration"]["registered"] is False
     assert "when_imported" in report["registration"]["problem"]
     assert len(warnings_in(proc)) == 1, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "name, target, diagnostic",
+    [
+        ("collect", "ddtrace.internal.debug", "startup_log"),
+        ("SUPPORTED_CONFIGURATIONS", "ddtrace.internal.settings.env", "supported_configurations"),
+    ],
+)
+def test_a_diagnostic_ddtrace_moved_is_reported_and_tracing_goes_on(memcached, name, target, diagnostic):
+    """ddtrace without what teaching one of its diagnostics needs: ours still traces, nothing
+    warns, and the status report says which diagnostic does not know memcached, and why."""
+    report_json = "\nfrom ddtrace_memcached.status import main\n\nmain(['--json'])\n"
+    proc = run_stripped(app([PATCH, CLIENT_COMMANDS], memcached, prelude=prelude(name, target=target)) + report_json)
+    assert components(spans_of(proc)) == [(r, "memcached") for r in RESOURCES]
+    assert warnings_in(proc) == [], proc.stderr
+    report = json.loads(proc.stdout.split(MARK, 1)[1].split("\n", 1)[1])
+    assert name in report["diagnostics"][diagnostic] and target in report["diagnostics"][diagnostic]
+    assert [p for p in report["problems"] if name in p] == [
+        "ddtrace's %s does not know memcached: %s" % (diagnostic.replace("_", " "), report["diagnostics"][diagnostic])
+    ]
 
 
 def test_status_in_process_sees_our_patch(patched):
@@ -386,14 +476,64 @@ def pyproject() -> dict:
     return tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
 
 
-def test_no_client_is_a_dependency_and_each_has_an_extra():
+def requirement_names(text: str) -> list:
+    """The distributions a requirements file or list names (``-r`` lines left out)."""
+    lines = [line.split("#")[0].strip() for line in text.splitlines()]
+    return [re.split(r"[<>=~!;\[ ]", line)[0].lower() for line in lines if line and not line.startswith("-")]
+
+
+def test_no_client_is_a_dependency_and_the_extras_are_the_clients():
+    """Users get one extra per client (its supported range) and nothing else: the tools of
+    the tests, the demo and the benchmarks are requirements files, not published extras."""
     project = pyproject()["project"]
-    names = [re.split(r"[<>=~!;\[ ]", d)[0].lower() for d in project["dependencies"]]
+    names = requirement_names("\n".join(project["dependencies"]))
     assert not {d for client in registry.CLIENTS for d in client.distributions} & set(names), names
     extras = project["optional-dependencies"]
+    assert set(extras) == {client.extra for client in registry.CLIENTS}
     for client in registry.CLIENTS:
         assert extras[client.extra] == ["%s%s" % (client.distributions[0], client.supported)]
-    assert any(d.startswith("pymemcache") for d in extras["test"])  # the suite's fixtures use it
+
+
+TOOLS = {"pytest", "hypothesis", "ruff", "riot", "build", "twine", "gevent", "pytest-asyncio", "matplotlib"}
+
+
+def test_tooling_requirements_files():
+    """requirements/: test.txt and dev.txt (what scripts/bootstrap installs in .venv), bench.txt
+    (benchmarks/run), and the demo's: demo.txt, exactly the clients examples/app.py imports,
+    and agent.txt, the test agent; neither holds a test tool."""
+    files = {
+        p.name: (PROJECT_ROOT / "requirements" / p.name).read_text() for p in (PROJECT_ROOT / "requirements").iterdir()
+    }
+    assert set(files) == {"test.txt", "dev.txt", "bench.txt", "demo.txt", "agent.txt"}
+    assert "pymemcache" in requirement_names(files["test.txt"])  # the suite's fixtures use it
+    assert {"-r agent.txt", "-r demo.txt"} <= set(files["dev.txt"].splitlines())
+    assert {"build", "twine", "riot"} <= set(requirement_names(files["dev.txt"]))
+    assert "opentelemetry-sdk" in requirement_names(files["bench.txt"])
+    bootstrap = (PROJECT_ROOT / "scripts" / "bootstrap").read_text()
+    assert "pip_install . -r requirements/test.txt -r requirements/dev.txt" in bootstrap
+    demo = (PROJECT_ROOT / "scripts" / "demo").read_text()
+    assert "-r requirements/demo.txt" in demo and "-r requirements/agent.txt" in demo and "test.txt" not in demo
+
+    app = ast.parse((PROJECT_ROOT / "examples" / "app.py").read_text())
+    imported = {alias.name for node in ast.walk(app) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(app) if isinstance(node, ast.ImportFrom) and node.module}
+    clients = {
+        registry.BY_MODULE[name.split(".")[0]].extra for name in imported if name.split(".")[0] in registry.BY_MODULE
+    }
+    assert clients and sorted(requirement_names(files["demo.txt"])) == sorted(clients)
+    assert requirement_names(files["agent.txt"]) == ["ddapm-test-agent"]
+    assert not TOOLS & set(requirement_names(files["demo.txt"] + files["agent.txt"]))
+
+
+def test_authors_and_license_metadata():
+    """Authors and maintainers, no person invented; the license as an SPDX expression, which
+    hatchling writes as the ``License`` field that every pip shows (core metadata 2.3)."""
+    data = pyproject()
+    project = data["project"]
+    assert project["authors"] == project["maintainers"] == [{"name": "ddtrace-memcached maintainers"}]
+    assert project["license"] == "BSD-3-Clause" and project["license-files"] == ["LICENSE"]
+    targets = data["tool"]["hatch"]["build"]["targets"]
+    assert targets["wheel"]["core-metadata-version"] == targets["sdist"]["core-metadata-version"] == "2.3"
 
 
 def test_project_urls_classifiers_and_version():
@@ -413,6 +553,99 @@ def test_changelog_lists_every_client():
     assert "## [Unreleased]" in changelog
     for distribution in (client.distributions[0] for client in registry.CLIENTS):
         assert "`%s`" % distribution in changelog, distribution
+
+
+def test_changelog_heads_with_the_version():
+    """An Unreleased section for the ongoing work, then the version __init__.py holds, each
+    with its link (scripts/release checks the same, and the release date)."""
+    import ddtrace_memcached
+
+    changelog = (PROJECT_ROOT / "CHANGELOG.md").read_text()
+    headings = re.findall(r"^## \[([^]]+)\]", changelog, re.M)
+    assert headings[:2] == ["Unreleased", ddtrace_memcached.__version__], headings
+    for name in headings[:2]:
+        assert re.search(r"^\[%s\]: https://" % re.escape(name), changelog, re.M), name
+
+
+# --- 3b. scripts/release, in a git repository of its own made from this tree
+
+
+@pytest.fixture
+def release_repo(tmp_path):
+    """A copy of this tree (``.path``), committed in a new git repository; ``.git(...)`` runs git there."""
+    repo = tmp_path / "repo"
+    shutil.copytree(PROJECT_ROOT, repo, ignore=shutil.ignore_patterns(".git", ".venv*", ".riot", "__pycache__", "dist"))
+
+    def git(*args):
+        identity = ["-c", "user.name=release-test", "-c", "user.email=release-test@localhost"]
+        return subprocess.run(["git", *identity, *args], cwd=repo, check=True, capture_output=True, text=True)
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "release test")
+    return types.SimpleNamespace(path=repo, git=git)
+
+
+def run_release(repo) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(repo.path / "scripts" / "release"), sys.executable],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def dated(repo, date: Optional[str] = "2030-01-31") -> None:
+    """Sets the newest version heading's release date (none: ``None``), and commits."""
+    changelog = repo.path / "CHANGELOG.md"
+    heading = "## [%s]%s" % (VERSION, " - " + date if date else "")
+    text, count = re.subn(r"^## \[%s\].*$" % re.escape(VERSION), heading, changelog.read_text(), count=1, flags=re.M)
+    assert count == 1
+    changelog.write_text(text)
+    repo.git("commit", "-q", "--allow-empty", "-am", "date")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda repo: None, "give '## ["),
+        (lambda repo: (repo.path / "README.md").write_text("edited"), "uncommitted changes"),
+        (lambda repo: (repo.path / "new-file").write_text("new"), "uncommitted changes"),
+        (lambda repo: repo.git("tag", "v" + VERSION), "exists already"),
+        (lambda repo: _edit_committed(repo, "CHANGELOG.md", "## [%s]" % VERSION, "## [9.9.9]"), "must agree"),
+        (lambda repo: _edit_committed(repo, "CHANGELOG.md", "## [Unreleased]\n", "## [Unreleased]\n\n- x\n"), "lists"),
+    ],
+    ids=["undated", "modified", "untracked", "tagged", "version-mismatch", "unreleased-entries"],
+)
+def test_release_refuses(release_repo, change, message):
+    """What scripts/release checks before it builds: it stops with a message naming the cause."""
+    dated(release_repo, None if message == "give '## [" else "2030-01-31")
+    change(release_repo)
+    proc = run_release(release_repo)
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    assert "--- build" not in proc.stdout and not (release_repo.path / "dist").exists()
+
+
+def _edit_committed(repo, name: str, old: str, new: str) -> None:
+    path = repo.path / name
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    repo.git("commit", "-q", "-am", "edit")
+
+
+@pytest.mark.wheel
+def test_release_builds_checks_and_prints_the_tag(release_repo):
+    """Everything agrees: it builds into dist/, runs scripts/check-package, prints the tag."""
+    if importlib.util.find_spec("build") is None or importlib.util.find_spec("twine") is None:
+        pytest.skip("needs build and twine (requirements/dev.txt)")
+    dated(release_repo)
+    proc = run_release(release_repo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "check-package: passed" in proc.stdout
+    assert "git tag -a v%s -m 'ddtrace-memcached %s' && git push origin v%s" % ((VERSION,) * 3) in proc.stdout
+    built = sorted(p.name for p in (release_repo.path / "dist").iterdir())
+    assert built == ["ddtrace_memcached-%s-py3-none-any.whl" % VERSION, "ddtrace_memcached-%s.tar.gz" % VERSION]
 
 
 # --- 4. the built package: install, uninstall ---------------------------------------------
@@ -459,6 +692,24 @@ def test_uninstall_leaves_nothing_behind(tmp_path):
     _run([python, "-m", "pip", "uninstall", "-y", "ddtrace-memcached"])
     assert _ours_in(site_packages) == []
     assert _run([python, "-c", loaded], cwd=tmp_path).stdout.strip() == "False"
+
+
+@pytest.mark.wheel
+def test_pip_23_shows_the_license_and_authors(tmp_path):
+    """``pip show`` of a pip older than 24.1 (this Python's bundled one, or 23.2.1) reads the
+    ``License`` field, not ``License-Expression``: the installed wheel must fill it."""
+    wheels, venv = tmp_path / "wheels", tmp_path / "venv"
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), "."], cwd=PROJECT_ROOT)
+    (wheel,) = wheels.glob("ddtrace_memcached-*.whl")
+    _run([sys.executable, "-m", "venv", str(venv)])
+    python = str(venv / "bin" / "python")
+    pip_version = _run([python, "-m", "pip", "--version"]).stdout.split()[1]
+    if tuple(int(part) for part in pip_version.split(".")[:2]) >= (24, 1):
+        _run([python, "-m", "pip", "install", "pip==23.2.1"])
+    _run([python, "-m", "pip", "install", "--no-deps", str(wheel)])
+    shown = _run([python, "-m", "pip", "show", "ddtrace-memcached"]).stdout
+    assert re.search(r"^License: BSD-3-Clause$", shown, re.M), shown
+    assert re.search(r"^Author: ddtrace-memcached maintainers$", shown, re.M), shown
 
 
 @pytest.mark.wheel

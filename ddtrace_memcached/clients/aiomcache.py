@@ -13,18 +13,23 @@ import re
 from typing import Iterator
 
 import aiomcache.client
+from aiomcache.exceptions import ClientException
 from aiomcache.exceptions import ValidationException
 
 from .. import core
 from .. import wrapping
+from ..commands import NOT_FOUND
+from ..commands import NOT_FOUND_IF_FALSE
+from ..commands import NOT_STORED_IF_FALSE
 from ..commands import Keys
 from ..commands import Read
 from ..commands import command
 
 COMMANDS = (
     # storage
+    # replace/append/prepend return True, delete True, cas False, whether the key was there or not
     command("set", Keys.ONE),
-    command("add", Keys.ONE),
+    command("add", Keys.ONE, misses=NOT_STORED_IF_FALSE),
     command("replace", Keys.ONE),
     command("append", Keys.ONE),
     command("prepend", Keys.ONE),
@@ -37,7 +42,7 @@ COMMANDS = (
     command("delete", Keys.ONE),
     command("incr", Keys.ONE),
     command("decr", Keys.ONE),
-    command("touch", Keys.ONE),
+    command("touch", Keys.ONE, misses=NOT_FOUND_IF_FALSE),
     # server
     command("stats", Keys.ARGS),
     command("version"),
@@ -52,6 +57,7 @@ COMMAND_CLASS = getattr(aiomcache.client, "FlagClient", aiomcache.client.Client)
 
 
 class Aiomcache(core.Library):
+    inner = False  # no hooks inside
     key_errors = (ValidationException,)
     # The ValidationException messages that quote the key after a colon:
     # "invalid key: b'...'", "trailing newline: b'...'", "key must be bytes: '...'".
@@ -67,6 +73,12 @@ class Aiomcache(core.Library):
         if getattr(pool, "_unix", False):
             return target
         return (target, getattr(pool, "_port", None))
+
+    def raised_reply(self, call, exc):
+        # incr/decr of a missing counter: "Memcached b'incr' command failed: bytearray(b'NOT_FOUND')"
+        if type(exc) is ClientException and str(exc).endswith("NOT_FOUND')"):
+            return NOT_FOUND
+        return None
 
     def found(self, call, result):
         # multi_get: a tuple in key order, None where a key was missed (b"" is a hit).

@@ -27,6 +27,7 @@ from .. import core
 from .. import overrides
 from .. import registry
 from .. import wrapping
+from ..commands import NOT_STORED_IF_FALSE
 from ..commands import Keys
 from ..commands import Read
 from ..commands import command
@@ -55,13 +56,15 @@ PROTOCOL_COMMANDS = (
 )
 """Every method of ``Protocol`` that makes a round trip to its server."""
 
+# delete returns True and incr creates a missing counter, whether the key was there or not;
+# cas returns False for a missing key and a stale token alike: no miss to tell.
 CLIENT_COMMANDS = (
     command("get", Keys.ONE, Read.VALUE),
     command("gets", Keys.ONE, Read.VALUE),
     command("get_multi", Keys.MANY, Read.MANY, resource="get_many"),
     command("set", Keys.ONE),
-    command("add", Keys.ONE),
-    command("replace", Keys.ONE),
+    command("add", Keys.ONE, misses=NOT_STORED_IF_FALSE),
+    command("replace", Keys.ONE, misses=NOT_STORED_IF_FALSE),
     command("cas", Keys.ONE),
     command("set_multi", Keys.MAPPING, resource="set_many"),
     command("set_multi_cas", Keys.MAPPING, since=(0, 32)),
@@ -108,17 +111,10 @@ def error_type(exc: BaseException) -> str:
     return cls.__name__ if cls.__module__ == "builtins" else "%s.%s" % (cls.__module__, cls.__qualname__)
 
 
-@wrapping.ours
-def on_connection_error(wrapped, instance, args, kwargs):
-    """``Protocol._connection_error``: a socket error the command is about to swallow."""
-    call = core.current()
-    if call is not None and call.library is LIBRARY:
-        try:
-            exc = args[0] if args else kwargs.get("exception")
-            call.failed(error_type(exc), str(exc) or repr(exc))
-        except Exception:
-            log.debug("could not read a bmemcached connection error", exc_info=True)
-    return wrapped(*args, **kwargs)
+def on_connection_error(call, instance, args, kwargs):
+    """Before ``Protocol._connection_error``: a socket error the command is about to swallow."""
+    exc = args[0] if args else kwargs.get("exception")
+    call.failed(error_type(exc), str(exc) or repr(exc))
 
 
 def targets() -> Iterator[wrapping.Target]:
@@ -126,7 +122,7 @@ def targets() -> Iterator[wrapping.Target]:
     protocol = bmemcached.protocol.Protocol
     for cmd in COMMANDS:
         yield protocol, cmd.method, partial(core.trace, LIBRARY, cmd)
-    yield protocol, "_connection_error", on_connection_error
+    yield protocol, "_connection_error", core.hook(LIBRARY, before=on_connection_error)
     for cls in CLIENT_CLASSES:
         for cmd in for_version(CLIENT_COMMANDS, VERSION):
             yield cls, cmd.method, partial(core.outer, CLIENT_LIBRARY, cmd)

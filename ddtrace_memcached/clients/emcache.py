@@ -30,12 +30,18 @@ from typing import Iterator
 
 import emcache
 import emcache.client
+from emcache.client_errors import NotFoundCommandError
+from emcache.client_errors import NotStoredStorageCommandError
+from emcache.client_errors import StorageCommandError
 import emcache.node
 import emcache.protocol
 
 from .. import commands
 from .. import core
 from .. import wrapping
+from ..commands import EXISTS
+from ..commands import NOT_FOUND
+from ..commands import NOT_STORED
 from ..commands import Arg
 from ..commands import Keys
 from ..commands import Read
@@ -46,24 +52,27 @@ log = logging.getLogger("ddtrace.contrib.memcached")
 _EXPTIME_FIRST_KEY = Arg(1, "key")  # gat(exptime, key)
 _EXPTIME_FIRST_KEYS = Arg(1, "keys")  # gat_many(exptime, keys)
 
+_NOREPLY = Arg(None, "noreply")  # keyword-only
+
+# Misses raise (Emcache.raised_reply); noreply returns at once.
 KEYED = (
     # storage
-    command("set", Keys.ONE),
-    command("add", Keys.ONE),
-    command("replace", Keys.ONE),
-    command("append", Keys.ONE),
-    command("prepend", Keys.ONE),
-    command("cas", Keys.ONE),
+    command("set", Keys.ONE, noreply=_NOREPLY),
+    command("add", Keys.ONE, noreply=_NOREPLY),
+    command("replace", Keys.ONE, noreply=_NOREPLY),
+    command("append", Keys.ONE, noreply=_NOREPLY),
+    command("prepend", Keys.ONE, noreply=_NOREPLY),
+    command("cas", Keys.ONE, noreply=_NOREPLY),
     # retrieval: an Item or None
     command("get", Keys.ONE, Read.VALUE),
     command("gets", Keys.ONE, Read.VALUE),
     command("gat", Keys.ONE, Read.VALUE, key=_EXPTIME_FIRST_KEY),
     command("gats", Keys.ONE, Read.VALUE, key=_EXPTIME_FIRST_KEY),
     # deletion, arithmetic, touch: named like the other clients' commands
-    command("delete", Keys.ONE),
-    command("increment", Keys.ONE, resource="incr"),
-    command("decrement", Keys.ONE, resource="decr"),
-    command("touch", Keys.ONE),
+    command("delete", Keys.ONE, noreply=_NOREPLY),
+    command("increment", Keys.ONE, resource="incr", noreply=_NOREPLY),
+    command("decrement", Keys.ONE, resource="decr", noreply=_NOREPLY),
+    command("touch", Keys.ONE, noreply=_NOREPLY),
 )
 """The command coroutines of ``_Client`` routed by their key."""
 
@@ -107,6 +116,17 @@ def address_of(address: Any) -> Any:
 
 
 class Keyed(core.Library):
+    def raised_reply(self, call, exc):
+        """Misses raise: not found (``delete``, ``increment``, ``touch``, and ``cas`` of a
+        missing key), not stored (``add``, ``replace``...; for ``cas``, a stale token)."""
+        if isinstance(exc, NotFoundCommandError):
+            return NOT_FOUND
+        if isinstance(exc, NotStoredStorageCommandError):
+            return EXISTS if call.command.method == "cas" else NOT_STORED
+        if type(exc) is StorageCommandError and "NOT_FOUND" in str(exc):
+            return NOT_FOUND
+        return None
+
     def server(self, call, args, kwargs):
         try:
             key = commands.key_of(call.command, args, kwargs)
@@ -152,16 +172,10 @@ class RoundTrip(core.Library):
 KEYED_LIBRARY, MULTI_LIBRARY, PER_NODE_LIBRARY, ROUND_TRIP = Keyed(), Multi(), PerNode(), RoundTrip()
 
 
-@wrapping.ours
-def remember_node(wrapped, instance, args, kwargs):
-    """``Node.connection()``: in a fan-out's per-node task, notes the node for its round trip."""
-    call = core.current()
-    if call is not None and call.library is MULTI_LIBRARY and type(call.server) is core.Fanout:
-        try:
-            core.within_task(call, address_of(instance.memcached_host_address))
-        except Exception:
-            log.debug("could not note the node of an emcache round trip", exc_info=True)
-    return wrapped(*args, **kwargs)
+def remember_node(call, instance, args, kwargs):
+    """Before ``Node.connection()``: in a fan-out's per-node task, notes the node for its round trip."""
+    if type(call.server) is core.Fanout:
+        core.within_task(call, address_of(instance.memcached_host_address))
 
 
 @wrapping.ours
@@ -179,7 +193,7 @@ def targets() -> Iterator[wrapping.Target]:
     for library, table in ((KEYED_LIBRARY, KEYED), (MULTI_LIBRARY, MULTI), (PER_NODE_LIBRARY, PER_NODE)):
         for cmd in table:
             yield Client, cmd.method, partial(core.trace_async, library, cmd)
-    yield Node, "connection", remember_node
+    yield Node, "connection", core.hook(MULTI_LIBRARY, before=remember_node)
     for cmd in ROUND_TRIPS:
         yield Protocol, cmd.method, partial(trace_round_trip, cmd)
 

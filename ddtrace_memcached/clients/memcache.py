@@ -31,28 +31,38 @@ import memcache
 from .. import core
 from .. import overrides
 from .. import wrapping
+from ..commands import EXISTS
+from ..commands import NOT_FOUND
+from ..commands import NOT_FOUND_IF_NONE
+from ..commands import NOT_STORED_IF_FALSE
+from ..commands import Arg
 from ..commands import Keys
 from ..commands import Read
 from ..commands import command
 
 log = logging.getLogger("ddtrace.contrib.memcached")
 
+# Where each command's ``noreply`` sits.
+_NOREPLY_1, _NOREPLY_2, _NOREPLY_3, _NOREPLY_4 = (Arg(i, "noreply") for i in (1, 2, 3, 4))
+
+# A failure it swallows returns 0 (an int), never False: see the hooks below.
 COMMANDS = (
-    command("set", Keys.ONE),
-    command("add", Keys.ONE),
-    command("replace", Keys.ONE),
-    command("append", Keys.ONE),
-    command("prepend", Keys.ONE),
-    command("cas", Keys.ONE),
-    command("set_multi", Keys.MAPPING, resource="set_many"),
+    command("set", Keys.ONE, noreply=_NOREPLY_4),
+    command("add", Keys.ONE, noreply=_NOREPLY_4, misses=NOT_STORED_IF_FALSE),
+    command("replace", Keys.ONE, noreply=_NOREPLY_4, misses=NOT_STORED_IF_FALSE),
+    command("append", Keys.ONE, noreply=_NOREPLY_4, misses=NOT_STORED_IF_FALSE),
+    command("prepend", Keys.ONE, noreply=_NOREPLY_4, misses=NOT_STORED_IF_FALSE),
+    command("cas", Keys.ONE, noreply=_NOREPLY_4, misses=((False, EXISTS),)),
+    command("set_multi", Keys.MAPPING, resource="set_many", noreply=_NOREPLY_4),
     command("get", Keys.ONE, Read.VALUE),
     command("gets", Keys.ONE, Read.VALUE),
     command("get_multi", Keys.MANY, Read.MANY, resource="get_many"),
-    command("delete", Keys.ONE),
-    command("delete_multi", Keys.MANY, resource="delete_many"),
-    command("incr", Keys.ONE),
-    command("decr", Keys.ONE),
-    command("touch", Keys.ONE),
+    # delete returns 1 whether the key was there or not: no miss to tell
+    command("delete", Keys.ONE, noreply=_NOREPLY_1),
+    command("delete_multi", Keys.MANY, resource="delete_many", noreply=_NOREPLY_3),
+    command("incr", Keys.ONE, noreply=_NOREPLY_2, misses=NOT_FOUND_IF_NONE),
+    command("decr", Keys.ONE, noreply=_NOREPLY_2, misses=NOT_FOUND_IF_NONE),
+    command("touch", Keys.ONE, noreply=_NOREPLY_2, misses=((0, NOT_FOUND),)),
     command("get_stats", Keys.ARGS, resource="stats"),
     command("get_slab_stats", resource="stats"),
     command("get_slabs", resource="stats"),
@@ -98,81 +108,48 @@ class Memcache(core.Library):
 LIBRARY = Memcache()
 
 
-def _traced():
-    """The call a hook inside ``memcache.Client`` runs in, if traced (and not a nested one)."""
-    call = core.current()
-    return call if call is not None and call.library is LIBRARY else None
+def on_get_server(call, instance, args, kwargs, result):
+    """After ``Client._get_server``: the server a single-key command uses, or none alive."""
+    host = result[0]
+    if host is None:
+        call.failed(NO_LIVE_SERVER, "no live memcached server for the key")
+    elif call.command.method not in _MULTI:
+        call.at(address(host))
 
 
-@wrapping.ours
-def on_get_server(wrapped, instance, args, kwargs):
-    """``Client._get_server``: the server a single-key command uses, or none alive."""
-    result = wrapped(*args, **kwargs)
-    call = _traced()
-    if call is not None:
-        try:
-            host = result[0]
-            if host is None:
-                call.failed(NO_LIVE_SERVER, "no live memcached server for the key")
-            elif call.command.method not in _MULTI:
-                call.at(address(host))
-        except Exception:
-            log.debug("could not read the server of a memcache command", exc_info=True)
-    return result
+def on_map_keys(call, instance, args, kwargs, result):
+    """After ``Client._map_and_prefix_keys``: the servers of a multi-key command's keys."""
+    hosts = list(result[0])
+    if len(hosts) == 1:
+        call.at(address(hosts[0]))
+    elif len(hosts) > 1:
+        call.at(core.Fanout(len(hosts)))
 
 
-@wrapping.ours
-def on_map_keys(wrapped, instance, args, kwargs):
-    """``Client._map_and_prefix_keys``: the servers of a multi-key command's keys."""
-    result = wrapped(*args, **kwargs)
-    call = _traced()
-    if call is not None:
-        try:
-            hosts = list(result[0])
-            if len(hosts) == 1:
-                call.at(address(hosts[0]))
-            elif len(hosts) > 1:
-                call.at(core.Fanout(len(hosts)))
-        except Exception:
-            log.debug("could not read the servers of a memcache command", exc_info=True)
-    return result
+def on_mark_dead(call, instance, args, kwargs):
+    """Before ``_Host.mark_dead``: a socket failure that the command is about to swallow."""
+    reason = args[0] if args else kwargs.get("reason")
+    host, port = core.host_and_port(address(instance))
+    server = host if port is None else "%s:%s" % (host, port)
+    call.failed(MARKED_DEAD, "%s marked dead: %s" % (server, reason), latest=True)
+    if call.command.method in _COUNTED:
+        call.rows = 0  # a value read before the failure is not returned
 
 
-@wrapping.ours
-def on_mark_dead(wrapped, instance, args, kwargs):
-    """``_Host.mark_dead``: a socket failure that the command is about to swallow."""
-    call = _traced()
-    if call is not None:
-        try:
-            reason = args[0] if args else kwargs.get("reason")
-            host, port = core.host_and_port(address(instance))
-            server = host if port is None else "%s:%s" % (host, port)
-            call.failed(MARKED_DEAD, "%s marked dead: %s" % (server, reason), latest=True)
-            if call.command.method in _COUNTED:
-                call.rows = 0  # a value read before the failure is not returned
-        except Exception:
-            log.debug("could not read why memcache marked a server dead", exc_info=True)
-    return wrapped(*args, **kwargs)
-
-
-@wrapping.ours
-def on_value(wrapped, instance, args, kwargs):
-    """``Client._recv_value``: runs once per value received, never on a miss."""
-    result = wrapped(*args, **kwargs)
-    call = _traced()
-    if call is not None and call.command.method in _COUNTED:
+def on_value(call, instance, args, kwargs, result):
+    """After ``Client._recv_value``: runs once per value received, never on a miss."""
+    if call.command.method in _COUNTED:
         call.count()
-    return result
 
 
 def targets() -> Iterator[wrapping.Target]:
     """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
     for cmd in COMMANDS:
         yield memcache.Client, cmd.method, partial(core.trace, LIBRARY, cmd)
-    yield memcache.Client, "_get_server", on_get_server
-    yield memcache.Client, "_map_and_prefix_keys", on_map_keys
-    yield memcache.Client, "_recv_value", on_value
-    yield memcache._Host, "mark_dead", on_mark_dead
+    yield memcache.Client, "_get_server", core.hook(LIBRARY, after=on_get_server)
+    yield memcache.Client, "_map_and_prefix_keys", core.hook(LIBRARY, after=on_map_keys)
+    yield memcache.Client, "_recv_value", core.hook(LIBRARY, after=on_value)
+    yield memcache._Host, "mark_dead", core.hook(LIBRARY, before=on_mark_dead)
 
 
 def patch() -> None:

@@ -31,12 +31,19 @@ from meta_memcache.commands.meta_commands import MetaCommandsMixin
 from meta_memcache.executors.default import DefaultExecutor
 from meta_memcache.protocol import MISS_DUE_TO_ERROR
 from meta_memcache.protocol import NOT_STORED_DUE_TO_ERROR
+from meta_memcache.protocol import Conflict
+from meta_memcache.protocol import Miss
+from meta_memcache.protocol import NotStored
 from meta_memcache.protocol import Success
 from meta_memcache.protocol import Value
 
+from .. import commands
 from .. import core
 from .. import registry
 from .. import wrapping
+from ..commands import EXISTS
+from ..commands import NOT_FOUND
+from ..commands import NOT_STORED
 from ..commands import Arg
 from ..commands import Command
 from ..commands import Keys
@@ -81,15 +88,16 @@ META = (
 )
 """``MetaCommandsMixin``'s methods; each also names a wire command used without them."""
 
-_KEY = Arg(2, "key")  # exec_on_pool(pool, command, key, ...)
+# exec_on_pool(pool, command, key, value, flags, ...): RequestFlags.no_reply says noreply
+_KEY, _FLAGS = Arg(2, "key"), Arg(4, "flags")
 EXECUTOR = {
     # (wire command, multi): the round trip, named after the meta method that sends it
-    (b"mg", False): command("meta_get", Keys.ONE, Read.VALUE, key=_KEY),
-    (b"ms", False): command("meta_set", Keys.ONE, key=_KEY),
-    (b"md", False): command("meta_delete", Keys.ONE, key=_KEY),
-    (b"ma", False): command("meta_arithmetic", Keys.ONE, key=_KEY),
-    # exec_multi_on_pool(pool, command, key_values, ...)
-    (b"mg", True): command("meta_multiget", Keys.PAIRS, Read.MANY, key=Arg(2, "key_values")),
+    (b"mg", False): command("meta_get", Keys.ONE, Read.VALUE, key=_KEY, noreply=_FLAGS),
+    (b"ms", False): command("meta_set", Keys.ONE, key=_KEY, noreply=_FLAGS),
+    (b"md", False): command("meta_delete", Keys.ONE, key=_KEY, noreply=_FLAGS),
+    (b"ma", False): command("meta_arithmetic", Keys.ONE, key=_KEY, noreply=_FLAGS),
+    # exec_multi_on_pool(pool, command, key_values, flags, ...)
+    (b"mg", True): command("meta_multiget", Keys.PAIRS, Read.MANY, key=Arg(2, "key_values"), noreply=Arg(3, "flags")),
 }
 """``DefaultExecutor``'s round trips: named after the app's call when there is one."""
 
@@ -151,6 +159,7 @@ def _hit(response: Any) -> bool:
 
 
 _SWALLOWED = "meta_memcache.errors.MemcacheServerError"
+_REPLIES = {Miss: NOT_FOUND, NotStored: NOT_STORED, Conflict: EXISTS}
 
 
 def _result_name(result: Any) -> str:
@@ -158,7 +167,15 @@ def _result_name(result: Any) -> str:
 
 
 class MetaMemcache(core.Library):
-    """One round trip of ``DefaultExecutor`` to a server pool."""
+    """One round trip of ``DefaultExecutor`` to a server pool (``multi``: of a multi-get)."""
+
+    def __init__(self, multi: bool):
+        super().__init__()
+        self.multi = multi
+
+    def command_of(self, args, kwargs) -> Command:
+        """The executor runs every command: named after the wire command it sends."""
+        return EXECUTOR[((args[1] if len(args) > 1 else kwargs["command"]).value, self.multi)]
 
     def server(self, call, args, kwargs):
         try:
@@ -180,6 +197,13 @@ class MetaMemcache(core.Library):
             return None
         return 1 if _hit(result) else 0
 
+    def noreply(self, call, args, kwargs) -> bool:
+        return bool(getattr(commands.argument(args, kwargs, call.command.noreply), "no_reply", False))
+
+    def reply(self, call, result) -> Optional[str]:
+        """A miss, from the response's type (a read's miss is its db.row_count)."""
+        return _REPLIES.get(type(result))
+
     def failure(self, call, result) -> Optional[core.Failure]:
         if result is MISS_DUE_TO_ERROR or result is NOT_STORED_DUE_TO_ERROR:
             return _SWALLOWED, "%s (raise_on_server_error is off)" % _result_name(result)
@@ -198,19 +222,8 @@ class MetaMemcacheClient(core.Library):
     """The app's call on a client, which its router sends to the executor."""
 
 
-LIBRARY = MetaMemcache()
+LIBRARY, MULTI_LIBRARY = MetaMemcache(multi=False), MetaMemcache(multi=True)
 CLIENT_LIBRARY = MetaMemcacheClient()
-
-
-@wrapping.ours
-def traced_exec(multi: bool, wrapped, instance, args, kwargs):
-    """For ``exec_on_pool`` / ``exec_multi_on_pool``: the span of one server round trip."""
-    try:
-        cmd: Command = EXECUTOR[((args[1] if len(args) > 1 else kwargs["command"]).value, multi)]
-    except Exception:
-        log.debug("could not name a meta-memcache command", exc_info=True)
-        return wrapped(*args, **kwargs)
-    return core.trace(LIBRARY, cmd, wrapped, instance, args, kwargs)
 
 
 def targets() -> Iterator[wrapping.Target]:
@@ -219,8 +232,8 @@ def targets() -> Iterator[wrapping.Target]:
         yield HighLevelCommandsMixin, cmd.method, partial(core.outer, CLIENT_LIBRARY, cmd)
     for cmd in META:
         yield MetaCommandsMixin, cmd.method, partial(core.outer, CLIENT_LIBRARY, cmd)
-    yield DefaultExecutor, "exec_on_pool", partial(traced_exec, False)
-    yield DefaultExecutor, "exec_multi_on_pool", partial(traced_exec, True)
+    yield DefaultExecutor, "exec_on_pool", partial(core.trace, LIBRARY, None)
+    yield DefaultExecutor, "exec_multi_on_pool", partial(core.trace, MULTI_LIBRARY, None)
 
 
 def patch() -> None:

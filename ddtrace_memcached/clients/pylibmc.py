@@ -36,6 +36,10 @@ from .. import core
 from .. import overrides
 from .. import registry
 from .. import wrapping
+from ..commands import EXISTS
+from ..commands import NOT_FOUND
+from ..commands import NOT_FOUND_IF_FALSE
+from ..commands import NOT_STORED_IF_FALSE
 from ..commands import Arg
 from ..commands import Keys
 from ..commands import Read
@@ -55,23 +59,23 @@ ALL_COMMANDS = (
     # storage
     command("set", Keys.ONE),
     command("set_multi", Keys.MAPPING, resource="set_many", key=_MAPPING, prefix=_PREFIX_2),
-    command("add", Keys.ONE),
+    command("add", Keys.ONE, misses=NOT_STORED_IF_FALSE),
     command("add_multi", Keys.MAPPING, resource="add_many", key=_MAPPING, prefix=_PREFIX_2),
-    command("replace", Keys.ONE),
-    command("append", Keys.ONE),
-    command("prepend", Keys.ONE),
-    command("cas", Keys.ONE),
+    command("replace", Keys.ONE, misses=NOT_STORED_IF_FALSE),
+    command("append", Keys.ONE, misses=NOT_STORED_IF_FALSE),
+    command("prepend", Keys.ONE, misses=NOT_STORED_IF_FALSE),
+    command("cas", Keys.ONE, misses=((False, EXISTS),)),  # a missing key raises NotFound
     # retrieval: get(key, default) takes the sentinel; gets gives (None, None) on a miss
     command("get", Keys.ONE, Read.ONE),
     command("gets", Keys.ONE, Read.VALUE),
     command("get_multi", Keys.MANY, Read.MANY, resource="get_many", prefix=_PREFIX_1),
     # deletion, arithmetic, touch
-    command("delete", Keys.ONE),
-    command("delete_multi", Keys.MANY, resource="delete_many", prefix=_PREFIX_1),
-    command("incr", Keys.ONE),
+    command("delete", Keys.ONE, misses=NOT_FOUND_IF_FALSE),
+    command("delete_multi", Keys.MANY, resource="delete_many", prefix=_PREFIX_1, nests=True),
+    command("incr", Keys.ONE),  # a missing key raises NotFound
     command("decr", Keys.ONE),
     command("incr_multi", Keys.MANY, resource="incr_many", prefix=_PREFIX_1),
-    command("touch", Keys.ONE),
+    command("touch", Keys.ONE, misses=NOT_FOUND_IF_FALSE),
     # every server
     command("get_stats", Keys.ARGS, resource="stats"),
     command("flush_all"),
@@ -112,6 +116,7 @@ QUOTED_KEY = re.compile(r"\Aerror -?\d+ from \w+\((?:(.{0,32})\)(?=: )|(.{0,32})
 
 
 class Pylibmc(core.Library):
+    inner = False  # no hooks inside: only delete_multi nests (its per-key deletes)
     key_errors = (pylibmc.Error,)  # "error 3 from memcached_get(<key>): CONNECTION FAILURE"
     key_quote = QUOTED_KEY
 
@@ -158,6 +163,10 @@ class Pylibmc(core.Library):
         else:
             kind, address, port, _ = pylibmc.client.translate_server_spec(server)
         return address if kind == pylibmc.server_type_unix else (address, port)
+
+    def raised_reply(self, call, exc):
+        # incr/decr/cas of a missing key: "error 16 from memcached_incr(k): NOT FOUND"
+        return NOT_FOUND if isinstance(exc, pylibmc.NotFound) else None
 
     def found(self, call, result):
         if call.command.method == "gets":  # (value, cas); a stored None has a cas

@@ -18,6 +18,7 @@ import logging
 import sys
 from typing import Iterator
 
+from ddtrace.trace import tracer
 import pymemcache
 import pymemcache.client.base
 from pymemcache.client.base import PooledClient
@@ -25,10 +26,17 @@ import pymemcache.client.hash
 from pymemcache.exceptions import MemcacheIllegalInputError
 import wrapt
 
+from .. import commands
 from .. import core
 from .. import overrides
 from .. import registry
 from .. import wrapping
+from ..commands import EXISTS
+from ..commands import NOT_FOUND
+from ..commands import NOT_FOUND_IF_FALSE
+from ..commands import NOT_FOUND_IF_NONE
+from ..commands import NOT_STORED_IF_FALSE
+from ..commands import Arg
 from ..commands import Keys
 from ..commands import Read
 from ..commands import command
@@ -37,16 +45,22 @@ from ..commands import parse_version
 
 log = logging.getLogger("ddtrace.contrib.memcached")
 
+# Where each command's ``noreply`` sits; None (most commands' default) is the client's
+# ``default_noreply``, while incr, decr and cas default to False.
+_NOREPLY_1, _NOREPLY_2, _NOREPLY_3 = (Arg(i, "noreply") for i in (1, 2, 3))
+_WAITS_2, _WAITS_4 = Arg(2, "noreply", False), Arg(4, "noreply", False)
+_CAS_MISSES = ((None, NOT_FOUND), (False, EXISTS))
+
 ALL_COMMANDS = (
     # storage
-    command("set", Keys.ONE),
-    command("set_many", Keys.MAPPING),
-    command("set_multi", Keys.MAPPING, resource="set_many"),
-    command("add", Keys.ONE),
-    command("replace", Keys.ONE),
-    command("append", Keys.ONE),
-    command("prepend", Keys.ONE),
-    command("cas", Keys.ONE),
+    command("set", Keys.ONE, noreply=_NOREPLY_3),
+    command("set_many", Keys.MAPPING, noreply=_NOREPLY_2),
+    command("set_multi", Keys.MAPPING, resource="set_many", noreply=_NOREPLY_2),
+    command("add", Keys.ONE, noreply=_NOREPLY_3, misses=NOT_STORED_IF_FALSE),
+    command("replace", Keys.ONE, noreply=_NOREPLY_3, misses=NOT_STORED_IF_FALSE),
+    command("append", Keys.ONE, noreply=_NOREPLY_3, misses=NOT_STORED_IF_FALSE),
+    command("prepend", Keys.ONE, noreply=_NOREPLY_3, misses=NOT_STORED_IF_FALSE),
+    command("cas", Keys.ONE, noreply=_WAITS_4, misses=_CAS_MISSES),
     # retrieval
     command("get", Keys.ONE, Read.ONE),
     command("get_many", Keys.MANY, Read.MANY),
@@ -54,16 +68,16 @@ ALL_COMMANDS = (
     command("gets", Keys.ONE, Read.ONE_WITH_CAS),
     command("gets_many", Keys.MANY, Read.MANY),
     # deletion, arithmetic, touch
-    command("delete", Keys.ONE),
-    command("delete_many", Keys.MANY),
-    command("delete_multi", Keys.MANY, resource="delete_many"),
-    command("incr", Keys.ONE),
-    command("decr", Keys.ONE),
-    command("touch", Keys.ONE),
+    command("delete", Keys.ONE, noreply=_NOREPLY_1, misses=NOT_FOUND_IF_FALSE),
+    command("delete_many", Keys.MANY, noreply=_NOREPLY_1),
+    command("delete_multi", Keys.MANY, resource="delete_many", noreply=_NOREPLY_1),
+    command("incr", Keys.ONE, noreply=_WAITS_2, misses=NOT_FOUND_IF_NONE),
+    command("decr", Keys.ONE, noreply=_WAITS_2, misses=NOT_FOUND_IF_NONE),
+    command("touch", Keys.ONE, noreply=_NOREPLY_2, misses=NOT_FOUND_IF_FALSE),
     # server
     command("stats", Keys.ARGS),
     command("version"),
-    command("flush_all"),
+    command("flush_all", noreply=_NOREPLY_1),
     command("quit"),
     command("cache_memlimit"),
     command("shutdown", since=(3, 5)),
@@ -94,6 +108,7 @@ if HAS_RETRYING_CLIENT:
 
 
 class Pymemcache(core.Library):
+    inner = False  # no hooks inside
     key_errors = (MemcacheIllegalInputError,)  # "Key contains whitespace: b'...'" and the like
 
     def server(self, call, args, kwargs):
@@ -102,29 +117,96 @@ class Pymemcache(core.Library):
     def key_prefix(self, instance) -> bytes:
         return getattr(instance, "key_prefix", b"")
 
+    def noreply(self, call, args, kwargs):
+        noreply = commands.argument(args, kwargs, call.command.noreply)
+        return bool(call.instance.default_noreply if noreply is None else noreply)
+
+
+FAILED_SERVER = "pymemcache.FailedServer"
+"""``error.type`` of a ``HashClient`` node that its failed-node state answered for: the
+command got the default (``None``, ``False``...) without a request."""
+NO_SERVER = "pymemcache.NoServerAvailable"
+"""``error.type`` of a ``HashClient`` call that found no node alive (``ignore_exc``): it got
+the default without a request."""
+
+
+class HashRing(core.Library):
+    """``HashClient``: the app's call. Its nodes' commands make the spans, under their own
+    names (``delete_many`` sends ``delete`` per key); what it answers itself gets a span too."""
+
+    key_errors = (MemcacheIllegalInputError,)
+    renames = False
+
+    def key_prefix(self, instance) -> bytes:
+        return getattr(instance, "key_prefix", b"")
+
+    def unspanned(self, call, args, kwargs, result):
+        """The nodes the call skipped: those in their retry window (``_failed_clients``, within
+        ``retry_timeout``), answered with the default; or no node alive at all."""
+        ring = call.instance
+        failed = ring._failed_clients
+        if call.spans and not failed:  # every node it needed was asked
+            return []
+        keys = commands.keys_of(call.command, args, kwargs)
+        if keys is None:  # every node (flush_all...), or keys we may not read
+            nodes = list(ring.clients) if call.command.keys is Keys.NONE else []
+        else:
+            nodes = [ring.hasher.get_node(key) for key in keys]
+        skipped = {}
+        for node in nodes:
+            client = ring.clients.get(node) if node is not None else None
+            server = getattr(client, "server", None)
+            if server is None:
+                skipped[None] = (NO_SERVER, "All servers seem to be down right now: HashClient returned the default")
+            elif server in failed and server not in call.servers:
+                skipped[server] = (
+                    FAILED_SERVER,
+                    "%s failed %d time(s) and is not retried for %ss: HashClient returned the default"
+                    % (node, failed[server].get("attempts", 0) + 1, ring.retry_timeout),
+                )
+        if call.spans:
+            skipped.pop(None, None)  # keys with no node, beside keys that were sent
+        if not skipped and not call.spans:
+            return [(None, None)]  # nothing to send (get_many([])): the call itself
+        return list(skipped.items())
+
 
 LIBRARY = Pymemcache()
+HASH_RING = HashRing()
 
 
 @wrapping.ours
 def within_retry(wrapped, instance, args, kwargs):
-    """wrapt wrapper for ``RetryingClient._retry``: numbers each attempt, from 1."""
-    if len(args) < 2:
-        return wrapped(*args, **kwargs)
+    """wrapt wrapper for ``RetryingClient._retry(name, func, *args)``: numbers each attempt
+    (each call of ``func``), from 1, for the spans it causes."""
     try:
-        scope = overrides.for_span(instance)
-    except Exception:
-        log.debug("could not read the overrides of %r", type(instance), exc_info=True)
-        return wrapped(*args, **kwargs)
-    name, func, rest = args[0], args[1], args[2:]
+        if not tracer.enabled or len(args) < 2:
+            return wrapped(*args, **kwargs)
+        try:
+            scope = overrides.for_span(instance)
+        except Exception:
+            log.debug("could not read the overrides of %r", type(instance), exc_info=True)
+            return wrapped(*args, **kwargs)
+        return wrapped(args[0], _numbered(scope, args[1]), *args[2:], **kwargs)
+    finally:
+        args = kwargs = None  # noqa: F841 (see core.trace)
+
+
+def _numbered(scope: overrides.Scope, func):
+    """``func``, whose calls are the attempts of a ``RetryingClient``."""
     attempts = 0
 
-    def attempt(*a, **kw):
+    def attempt(*args, **kwargs):
         nonlocal attempts
         attempts += 1
-        return overrides.run_within(scope._replace(attempt=attempts), func, a, kw)
+        token = overrides.enter_scope(scope._replace(attempt=attempts))
+        try:
+            return func(*args, **kwargs)
+        finally:
+            overrides.leave(token)
+            args = kwargs = None  # noqa: F841 (see core.trace)
 
-    return wrapped(name, attempt, *rest, **kwargs)
+    return attempt
 
 
 @wrapping.ours
@@ -147,7 +229,7 @@ def targets() -> Iterator[wrapping.Target]:
     """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
     for cmd in COMMANDS:
         yield Client, cmd.method, partial(core.trace, LIBRARY, cmd)
-        yield HashClient, cmd.method, overrides.within
+        yield HashClient, cmd.method, partial(core.outer, HASH_RING, cmd)
     yield PooledClient, "_create_client", adopting
     if HAS_RETRYING_CLIENT:
         yield RetryingClient, "_retry", within_retry

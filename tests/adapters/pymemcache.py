@@ -1,10 +1,20 @@
-"""pymemcache: ``Client`` for one server, ``HashClient`` for several."""
+"""pymemcache: ``Client`` for one server, ``HashClient`` for several; threads share a
+``PooledClient`` (a pooled ``HashClient`` for several servers)."""
 
 from pymemcache.client.base import Client
+from pymemcache.client.base import PooledClient
 from pymemcache.client.hash import HashClient
 from pymemcache.exceptions import MemcacheIllegalInputError
 
+from adapters import SHARED_BY
 from adapters import Adapter
+
+try:
+    from pymemcache.client.retrying import RetryingClient
+except ImportError:  # pymemcache < 3.5
+    RETRYING_CLIENTS: tuple = ()
+else:
+    RETRYING_CLIENTS = (RetryingClient,)
 
 
 class PymemcacheAdapter(Adapter):
@@ -13,6 +23,15 @@ class PymemcacheAdapter(Adapter):
     bad_key_error = MemcacheIllegalInputError
     # A HashClient of one dead node raises on every command (ignore_exc is off).
     dead_server_raises = Adapter.dead_server_raises
+    timeout_options = {"connect_timeout": 0.2, "timeout": 0.2}
+    command_classes = (Client, PooledClient, HashClient) + RETRYING_CLIENTS
+    not_commands = {
+        "check_key": "validates and encodes a key, locally",
+        "close": "closes the client's sockets",
+        "disconnect_all": "close's other name",
+        "add_server": "HashClient: a node joins the ring",
+        "remove_server": "HashClient: a node leaves the ring",
+    }
 
     def make(self, servers, **options):
         options.setdefault("connect_timeout", 2)
@@ -20,6 +39,13 @@ class PymemcacheAdapter(Adapter):
         if len(servers) == 1:
             return Client(servers[0], **options)
         return HashClient(servers, **options)
+
+    def make_shared(self, servers):
+        # A pool raises rather than waits when every client is taken: one per thread.
+        options = dict(max_pool_size=SHARED_BY, connect_timeout=2, timeout=2)
+        if len(servers) == 1:
+            return PooledClient(servers[0], **options)
+        return HashClient(servers, use_pooling=True, **options)
 
     def make_subclass(self, servers):
         class AppClient(Client):
@@ -44,6 +70,12 @@ class PymemcacheAdapter(Adapter):
 
     def incr(self, client, key, delta):
         return client.incr(key, delta, noreply=False)
+
+    def add(self, client, key, value):
+        return client.add(key, value, noreply=False)
+
+    def set_noreply(self, client, key, value):
+        return client.set(key, value)  # the client's default_noreply, True by default
 
 
 ADAPTER = PymemcacheAdapter
