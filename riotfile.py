@@ -64,13 +64,14 @@ CORE_CLIENT = "pymemcache"
 
 
 def client_suite(client: registry.Client, versions: list) -> Venv:
-    """The contract for ``client``, ``tests/clients/<module>/`` and its ``EXTRA_TESTS``,
-    with only that client installed.
+    """The contract for ``client``, dd-trace-py's patch-test harness against it,
+    ``tests/clients/<module>/`` and its ``EXTRA_TESTS``, with only that client installed.
 
     ``versions``: ``(python, client's version, {other package: version})``, chosen by the
     support policy; the client's package is the first of its distributions.
     """
-    tests = ["tests/test_contract.py", "tests/clients/%s/" % client.module] + EXTRA_TESTS.get(client.module, [])
+    tests = ["tests/test_contract.py", "tests/ddtrace_harness/", "tests/clients/%s/" % client.module]
+    tests += EXTRA_TESTS.get(client.module, [])
     return Venv(
         name=client.module,
         command="python -m pytest -m '%s' %s {cmdargs}" % (NOT_OWN_SUITES, " ".join(tests)),

@@ -85,15 +85,10 @@ class Call:
 
 class OuterCall(Call):
     """An :func:`outer` call: it has no span of its own, but counts those made below it
-    (and notes the servers of those made right below it)."""
+    (``spans``), notes the servers of those made right below it (``servers``, for a library
+    that looks at them) and when it started (``start_ns``); :func:`outer` sets them."""
 
     __slots__ = ("spans", "servers", "start_ns")
-
-    def __init__(self, library: "Library", command: Command, instance: Any, outer: Optional[Call]):
-        super().__init__(library, command, instance, outer, None)
-        self.spans = 0
-        self.servers: List[Any] = []
-        self.start_ns = time_ns()
 
 
 class Library:
@@ -113,9 +108,12 @@ class Library:
     """For a library of :func:`outer` calls: its round trips' spans are named after the app's
     call (False: they keep their own names, which are the app's commands already)."""
 
+    inspects_unspanned = False  # set for libraries that override unspanned()
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         cls.swallows = cls.failure is not Library.failure
+        cls.inspects_unspanned = cls.unspanned is not Library.unspanned
 
     def __init__(self) -> None:
         self.server_tags: Dict[Any, "ServerTags"] = {}  # see _server_tags
@@ -128,7 +126,8 @@ class Library:
 
     def address(self, server: Any) -> Any:
         """``(host, port)`` or a unix socket path for a server that :meth:`server` (or a hook)
-        gave: the client's own form of it, read once per server (``client.addresses[i]``)."""
+        gave in the client's own form (``client.addresses[i]``), or None when it names no
+        host that would be right. Asked once per server: the core caches the tags."""
         return server
 
     def key_prefix(self, instance: Any) -> Any:
@@ -171,7 +170,8 @@ class Library:
         """For an :func:`outer` call that returned: ``(server, failure)`` of each round trip
         the client answered itself instead of making it (so no span was made for it).
 
-        By default: the call itself, when nothing below it made a span.
+        By default: the call itself, when nothing below it made a span; asked only then,
+        unless a library overrides it.
         """
         return [(None, None)] if call.spans == 0 else []
 
@@ -208,14 +208,16 @@ def configure() -> None:
     _OPERATION = settings.operation_name()
 
 
-_RENAMED: Dict[Tuple[Command, Command], Command] = {}
+_RENAMED: Dict[Tuple[int, int], Command] = {}
 
 
 def _named(command: Command, app_command: Command) -> Command:
-    """:func:`commands.as_part_of`, once per pair of commands."""
-    renamed = _RENAMED.get((command, app_command))
+    """:func:`commands.as_part_of`, once per pair of commands. Keyed by identity: commands are
+    the client modules' table rows, alive for the process, and a row's hash is a deep one."""
+    key = (id(command), id(app_command))
+    renamed = _RENAMED.get(key)
     if renamed is None:
-        renamed = _RENAMED[(command, app_command)] = commands.as_part_of(command, app_command)
+        renamed = _RENAMED[key] = commands.as_part_of(command, app_command)
     return renamed
 
 
@@ -238,7 +240,8 @@ def _server_tags(library: Library, server: Any) -> ServerTags:
     """The fixed tags of a span to ``server``, the same for a noreply command, and whether
     they may go native. :func:`_close` keeps them in a bounded cache per library, keyed by
     the server's value (a client whose server is reassigned gets the new tags)."""
-    attrs = tagging.fixed(*host_and_port(library.address(server))) if server is not None else tagging.fixed(None, None)
+    address = None if server is None else library.address(server)
+    attrs = tagging.fixed(None, None) if address is None else tagging.fixed(*host_and_port(address))
     tags = attrs, {**attrs, tagging.NOREPLY: "true"}, tagging.native(attrs)
     try:
         cache = library.server_tags
@@ -293,7 +296,7 @@ def _open(
     call = Call(library, command, instance, outer, span)
     try:
         call.server = library.server(call, args, kwargs)
-        if type(outer) is OuterCall:
+        if type(outer) is OuterCall and outer.servers is not None:
             outer.servers.append(call.server)
         if command.noreply is not None:
             call.noreply = library.noreply(call, args, kwargs)
@@ -549,7 +552,9 @@ def outer(library: Library, command: Command, wrapped: Callable, instance: Any, 
             return wrapped(*args, **kwargs)  # a method that the app's method calls
         try:
             named = command if current is None or current.span is not None else current.command  # the outermost's
-            call = OuterCall(library, named, instance, current)
+            call = OuterCall(library, named, instance, current, None)
+            # the servers below it only for a library that looks at them (Library.unspanned)
+            call.spans, call.servers, call.start_ns = 0, [] if library.inspects_unspanned else None, time_ns()
             scope = overrides.enter(instance)
         except Exception:
             log.debug("could not trace memcached %s", command.resource, exc_info=True)
@@ -565,8 +570,9 @@ def outer(library: Library, command: Command, wrapped: Callable, instance: Any, 
         else:
             _current.reset(token)
             try:
-                for server, failure in library.unspanned(call, args, kwargs, result):
-                    _span_after(call, args, kwargs, server, failure, None, result)
+                if call.spans == 0 or library.inspects_unspanned:
+                    for server, failure in library.unspanned(call, args, kwargs, result):
+                        _span_after(call, args, kwargs, server, failure, None, result)
             except Exception:
                 log.debug("could not trace what memcached %s answered itself", call.command.resource, exc_info=True)
             return result

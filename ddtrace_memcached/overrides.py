@@ -79,7 +79,11 @@ def _refine(outer: Scope, pin: Any, own: Any) -> Scope:
 
 def _own(client: Any, outer: Scope) -> Scope:
     """``outer`` refined by ``client``'s Pin and override (see :func:`_refine`)."""
-    return _refine(outer, getattr(client, PIN_ATTR, None), getattr(client, OVERRIDE_ATTR, None))
+    pin = getattr(client, PIN_ATTR, None)
+    own = getattr(client, OVERRIDE_ATTR, None)
+    if pin is None and own is None:  # most clients have neither
+        return outer
+    return _refine(outer, pin, own)
 
 
 def _get_pin(client: Any) -> Any:
@@ -123,17 +127,20 @@ class _SharedAttribute:
         self.values: "weakref.WeakKeyDictionary" = _SHARED.setdefault(name, weakref.WeakKeyDictionary())
 
     def __get__(self, obj: Any, owner: Any = None) -> Any:
+        """The value set for ``obj`` in any thread, else one set in this thread before
+        patching, else None: what ``getattr(obj, name, None)`` gives for a missing attribute,
+        without an AttributeError to raise and catch on every command of every client that
+        has none (most). The dictionary is empty until some client of the process has one."""
         if obj is None:
             return self
-        try:
-            value = self.values.get(obj)
-        except TypeError:  # unhashable or not weak-referenceable: per thread, as unpatched
-            value = None
-        if value is None:
-            value = getattr(obj, "__dict__", {}).get(self.name)  # set in this thread before patching
-        if value is None:
-            raise AttributeError(self.name)
-        return value
+        if self.values:
+            try:
+                value = self.values.get(obj)
+            except TypeError:  # unhashable or not weak-referenceable: per thread, as unpatched
+                value = None
+            if value is not None:
+                return value
+        return getattr(obj, "__dict__", _NO_DICT).get(self.name)  # set in this thread before patching
 
     def __set__(self, obj: Any, value: Any) -> None:
         try:
@@ -150,6 +157,7 @@ class _SharedAttribute:
 
 
 _SHARED: Dict[str, "weakref.WeakKeyDictionary"] = {}  # kept across unpatch/patch
+_NO_DICT: Dict[str, Any] = {}
 
 
 def share_across_threads(cls: type) -> None:
@@ -197,10 +205,15 @@ def enter_scope(scope: Scope) -> Any:
 
 
 def enter(client: Any) -> Any:
-    """Puts ``client``'s override and Pin in force for the spans that follow (see
-    :func:`within`); returns what :func:`leave` needs, None when nothing changed."""
+    """Puts ``client``'s override and Pin in force for the spans that follow (an outer
+    client's, for the calls it makes); returns what :func:`leave` needs, None when nothing
+    changed."""
     outer = _scope.get()
-    scope = _scope_of(client, outer)
+    try:
+        scope = _own(client, outer)
+    except Exception:
+        log.debug("could not read the overrides of %r", type(client), exc_info=True)
+        return None
     return None if scope is outer else _scope.set(scope)
 
 
@@ -226,11 +239,3 @@ def covering(client: Any) -> Iterator[None]:
             leave(token)
         except ValueError:  # left in another context than it was entered in
             _scope.set(outer)
-
-
-def _scope_of(instance: Any, outer: Scope) -> Scope:
-    try:
-        return _own(instance, outer)
-    except Exception:
-        log.debug("could not read the overrides of %r", type(instance), exc_info=True)
-        return outer

@@ -14,6 +14,7 @@ file keeps a list of the clients of its own.
 """
 
 import ast
+import importlib.util
 import os
 import re
 import runpy
@@ -140,6 +141,20 @@ def test_readme_has_a_row_per_client():
     assert sorted(rows) == sorted(client.module for client in registry.CLIENTS)
     for client in registry.CLIENTS:
         assert specifiers(rows[client.module]) == specifiers(client.supported), (client.module, rows[client.module])
+
+
+@pytest.mark.parametrize("client", registry.CLIENTS, ids=lambda client: client.module)
+def test_readme_commands_table_is_the_command_tables(client):
+    """The README's commands table is generated from the client modules' ``APP_COMMANDS``
+    (``scripts/readme_tables.py``): each installed client's row is checked, so every client
+    suite checks its own."""
+    if importlib.util.find_spec(client.module) is None:
+        pytest.skip("%s is not installed" % client.module)
+    tables = runpy.run_path(os.path.join(ROOT, "scripts", "readme_tables.py"))
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    section = readme.split(tables["BEGIN"], 1)[1].split(tables["END"], 1)[0]
+    assert tables["row"](client) in section.splitlines(), "run: python scripts/readme_tables.py"
 
 
 def test_readme_versions_are_read_as_written():

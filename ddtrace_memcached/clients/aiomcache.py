@@ -50,6 +50,9 @@ COMMANDS = (
 )
 """Every command coroutine of ``FlagClient`` (``close`` sends nothing)."""
 
+APP_COMMANDS = COMMANDS
+"""What the app calls, in every release: the README's commands table is generated from it."""
+
 
 # 0.8 moved the commands to FlagClient, Client's generic base. Wrapping Client there
 # would add the methods to Client only, and leave FlagClient instances untraced.

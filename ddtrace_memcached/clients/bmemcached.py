@@ -78,6 +78,9 @@ CLIENT_COMMANDS = (
 """The clients' methods that reach a server: they name the round trips' spans (and say
 whether they count rows)."""
 
+APP_COMMANDS = CLIENT_COMMANDS
+"""What the app calls, in every release: the README's commands table is generated from it."""
+
 VERSION = parse_version(registry.client_version(__name__))
 COMMANDS = for_version(PROTOCOL_COMMANDS, VERSION)
 CLIENT_CLASSES = (bmemcached.ReplicatingClient, bmemcached.DistributedClient)

@@ -95,6 +95,9 @@ PER_NODE = (
 )
 """The command coroutines of ``_Client`` sent to the node given as the first argument."""
 
+APP_COMMANDS = KEYED + MULTI + PER_NODE
+"""What the app calls, in every release: the README's commands table is generated from it."""
+
 ROUND_TRIPS = (
     # (Protocol method, its command): a node's share of a multi-key command
     command("fetch_command", Keys.MANY, Read.MANY, key=Arg(1, "keys")),  # (cmd, keys)
@@ -116,6 +119,8 @@ def address_of(address: Any) -> Any:
 
 
 class Keyed(core.Library):
+    inner = False  # no hook inside reads the call
+
     def raised_reply(self, call, exc):
         """Misses raise: not found (``delete``, ``increment``, ``touch``, and ``cas`` of a
         missing key), not stored (``add``, ``replace``...; for ``cas``, a stale token)."""
@@ -151,6 +156,8 @@ class Multi(core.Library):
 
 
 class PerNode(core.Library):
+    inner = False
+
     def server(self, call, args, kwargs):
         try:
             return address_of(commands.argument(args, kwargs, _ADDRESS))
@@ -160,6 +167,8 @@ class PerNode(core.Library):
 
 class RoundTrip(core.Library):
     """One node's round trip of a multi-key command (see :func:`trace_round_trip`)."""
+
+    inner = False
 
     def server(self, call, args, kwargs):
         return call.outer.server  # the node that within_task noted

@@ -71,6 +71,9 @@ COMMANDS = (
 )
 """Every method of ``memcache.Client`` that talks to a server (absent ones are skipped)."""
 
+APP_COMMANDS = COMMANDS
+"""What the app calls, in every release: the README's commands table is generated from it."""
+
 _MULTI = frozenset(("get_multi", "set_multi", "delete_multi"))
 _COUNTED = frozenset(("get", "gets"))
 

@@ -14,7 +14,7 @@ client's overrides and Pin. The outermost call names the spans (``get_typed`` ca
 
 A pool knows its server only as ``str(ServerAddress)``, which is the ``server_id`` when
 one is set: pools are mapped back to their ``ServerAddress`` through the client's pool
-providers (see :func:`_address`). With ``raise_on_server_error=False`` the executor
+providers (see :func:`_server`). With ``raise_on_server_error=False`` the executor
 returns ``MISS_DUE_TO_ERROR`` / ``NOT_STORED_DUE_TO_ERROR`` instead of raising: such
 spans are marked as errors, the result is left as it is.
 """
@@ -88,6 +88,9 @@ META = (
 )
 """``MetaCommandsMixin``'s methods; each also names a wire command used without them."""
 
+APP_COMMANDS = HIGH_LEVEL + META
+"""What the app calls, in every release: the README's commands table is generated from it."""
+
 # exec_on_pool(pool, command, key, value, flags, ...): RequestFlags.no_reply says noreply
 _KEY, _FLAGS = Arg(2, "key"), Arg(4, "flags")
 EXECUTOR = {
@@ -125,22 +128,27 @@ def _learn(router: Any) -> None:
             _ADDRESSES[pool] = address
 
 
-def _address(pool: Any, client: Any) -> Any:
-    """``(host, port)`` or a unix socket path, for the tags of a span on ``pool``; ``client``
-    is the app's client whose router chose it, if known."""
+def _server(pool: Any, client: Any) -> Any:
+    """The ``ServerAddress`` of ``pool`` (``client`` is the app's client whose router chose it,
+    if known), or what the pool says of its server for a router or pool built by hand."""
     address = _ADDRESSES.get(pool)
     if address is None:
         router = getattr(client, "router", None)
         if router is not None and router not in _SEEN:
             _learn(router)
             address = _ADDRESSES.get(pool)
-    if address is not None:
-        host, port = address.host, address.port
-    else:  # a router or pool built by hand: what the pool says, "host:port" or "[v6]:port"
-        host, _, port = pool.server.rpartition(":")
+    return address if address is not None else pool.server
+
+
+def _address(server: Any) -> Any:
+    """``(host, port)`` or a unix socket path, for :func:`_server`'s answer."""
+    if isinstance(server, str):  # "host:port" or "[v6]:port"
+        host, _, port = server.rpartition(":")
         if not host or not port.isdigit():
             return None  # a server_id: no host rather than a wrong one
         host, port = host.strip("[]"), int(port)
+    else:
+        host, port = server.host, server.port
     if "/" in host:  # a unix socket, ServerAddress(host="/path.sock", port=0)
         return host
     return host, port
@@ -180,7 +188,7 @@ class MetaMemcache(core.Library):
     def server(self, call, args, kwargs):
         try:
             outer = call.outer
-            return _address(args[0] if args else kwargs["pool"], outer.instance if outer is not None else None)
+            return _server(args[0] if args else kwargs["pool"], outer.instance if outer is not None else None)
         except Exception:
             log.debug("could not find the server of a meta-memcache pool", exc_info=True)
             return None
@@ -197,7 +205,11 @@ class MetaMemcache(core.Library):
             return None
         return 1 if _hit(result) else 0
 
+    def address(self, server):
+        return _address(server)
+
     def noreply(self, call, args, kwargs) -> bool:
+        """The executor's ``RequestFlags`` say it: ``no_reply``."""
         return bool(getattr(commands.argument(args, kwargs, call.command.noreply), "no_reply", False))
 
     def reply(self, call, result) -> Optional[str]:

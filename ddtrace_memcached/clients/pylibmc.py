@@ -82,6 +82,9 @@ ALL_COMMANDS = (
 )
 """Every method of ``pylibmc.Client`` that talks to a server."""
 
+APP_COMMANDS = ALL_COMMANDS
+"""What the app calls, in every release: the README's commands table is generated from it."""
+
 _EVERY_SERVER = frozenset({"get_stats", "flush_all"})
 
 

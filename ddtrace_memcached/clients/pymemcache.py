@@ -85,6 +85,9 @@ ALL_COMMANDS = (
 )
 """Every method of ``pymemcache.client.base.Client`` that talks to a server."""
 
+APP_COMMANDS = ALL_COMMANDS
+"""What the app calls, in every release: the README's commands table is generated from it."""
+
 
 _BUILTIN_CLIENT = "ddtrace.contrib.internal.pymemcache.client"
 
