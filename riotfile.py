@@ -5,8 +5,9 @@ minor of its current major released in the last two years, or its latest release
 it has none; every Python we support is in some suite.
 
 - ``tests``: the core and pymemcache (every test that needs no other client), on the
-  oldest and newest Python with the latest ddtrace; pymemcache 3.4 (below the gates of
-  RetryingClient, shutdown and raw_command); ddtrace 3.19 (the oldest supported) and 4.0.
+  oldest and newest Python with the latest ddtrace; what a release can change
+  (``*_VERSIONED_TESTS``) on pymemcache 3.4 (below the gates of RetryingClient, shutdown and
+  raw_command), and on ddtrace 3.19 (the oldest supported) and 4.0.
 - one suite per other client of ``ddtrace_memcached.registry`` (``client_suite``): the
   contract for that client and ``tests/clients/<module>/`` (its own tests, snapshots aside,
   and its real users: Django, dogpile.cache, cachelib, aiocache), with only that client
@@ -61,35 +62,71 @@ NOT_OWN_SUITES = " and ".join("not " + m for m in OWN_SUITE_MARKERS)
 
 # The client the `tests` suite runs with the whole suite; every other one has a suite of its own.
 CORE_CLIENT = "pymemcache"
+# dd-trace-py's patch-test harness: ~2 s a test, a new interpreter each.
+HARNESS = ["tests/ddtrace_harness/"]
+# What an older pymemcache can change: the spans and their names; an older ddtrace, also
+# ddtrace-run and ddtrace's diagnostics. Not the package's files (test_release, test_registry),
+# dd-trace-py's harness, nor the long runs over the integration's own code (the differential
+# and memory runs): those run once per Python, in the venvs of the latest releases.
+PYMEMCACHE_VERSIONED_TESTS = [
+    "tests/test_contract.py",
+    "tests/clients/pymemcache/",
+    "--ignore=tests/clients/pymemcache/test_differential.py",
+    "--ignore=tests/clients/pymemcache/test_stability.py",
+    "tests/test_naming.py",
+    "tests/test_fast_path.py",
+]
+DDTRACE_VERSIONED_TESTS = PYMEMCACHE_VERSIONED_TESTS + ["tests/test_entrypoints.py", "tests/test_diagnostics.py"]
+
+
+def pytest_command(tests: list) -> str:
+    """Runs ``tests`` (no arguments: all), but those of the suites of their own."""
+    return "python -m pytest -m '%s' %s {cmdargs}" % (NOT_OWN_SUITES, " ".join(tests))
+
+
+def _distribution(client: registry.Client, version) -> dict:
+    """``{distribution: version}`` for a version of ``CLIENT_SUITES``: the client's first
+    distribution, or the one a ``(distribution, version)`` pair names."""
+    distribution, version = version if isinstance(version, tuple) else (client.distributions[0], version)
+    assert distribution in client.distributions, (client.module, distribution)
+    return {distribution: version}
 
 
 def client_suite(client: registry.Client, versions: list) -> Venv:
-    """The contract for ``client``, dd-trace-py's patch-test harness against it,
-    ``tests/clients/<module>/`` and its ``EXTRA_TESTS``, with only that client installed.
+    """The contract for ``client``, ``tests/clients/<module>/`` and its ``EXTRA_TESTS``, with
+    only that client installed; dd-trace-py's patch-test harness too, in the newest venv.
 
     ``versions``: ``(python, client's version, {other package: version})``, chosen by the
-    support policy; the client's package is the first of its distributions.
+    support policy; the client's package is the first of its distributions, unless the
+    version is a ``(distribution, version)`` pair naming another of them (a fork).
     """
-    tests = ["tests/test_contract.py", "tests/ddtrace_harness/", "tests/clients/%s/" % client.module]
-    tests += EXTRA_TESTS.get(client.module, [])
+    tests = ["tests/test_contract.py", "tests/clients/%s/" % client.module] + EXTRA_TESTS.get(client.module, [])
     return Venv(
         name=client.module,
-        command="python -m pytest -m '%s' %s {cmdargs}" % (NOT_OWN_SUITES, " ".join(tests)),
         env={"MEMCACHED_CONTRACT_CLIENTS": client.module},
         venvs=[
-            Venv(pys=[python], pkgs={"ddtrace": latest, client.distributions[0]: version, **others})
-            for python, version, others in versions
+            Venv(
+                pys=[python],
+                pkgs={"ddtrace": latest, **_distribution(client, version), **others},
+                # dd-trace-py's harness checks patch()/unpatch() against the client's import,
+                # not its release: once, in the newest venv.
+                command=pytest_command(tests + (HARNESS if i == len(versions) - 1 else [])),
+            )
+            for i, (python, version, others) in enumerate(versions)
         ],
     )
 
 
-# Each client's suite by the support policy: (python, client's version, other packages).
+# Each client's suite by the support policy: (python, client's version or (distribution,
+# version), other packages).
 CLIENT_SUITES = {
     # pylibmc: no release in two years (1.6.3): the latest. PyPI has wheels up to Python
-    # 3.11; 3.13 builds it from source against libmemcached-dev (scripts/bootstrap).
+    # 3.11. On 3.13 the venv tests pylibmc2, the maintained fork that installs the same module
+    # with wheels for 3.12+, where users move to it, rather than building pylibmc from source
+    # (the snapshot, benchmarks and stress suites still do that, against libmemcached 1.1).
     "pylibmc": [
         ("3.9", latest, {"django": "~=4.2.0", "pymemcache": latest}),
-        ("3.13", latest, {"django": latest, "pymemcache": latest}),
+        ("3.13", ("pylibmc2", latest), {"django": latest, "pymemcache": latest}),
     ],
     # python-memcached: no release in two years (1.62, 2024-01): the latest, with its real
     # users dogpile.cache and cachelib.
@@ -106,6 +143,10 @@ CLIENT_SUITES = {
     # emcache: 1.3.1 (2025-05) and 1.3.3 (2026-01, the latest): the releases within two
     # years; wheels for cp38-cp313 (1.3.1) and up to cp314 (1.3.3).
     "emcache": [("3.9", "==1.3.1", {}), ("3.13", latest, {"uvloop": latest})],
+    # libmc: 1.4.11 (2025-07) to 1.4.17 (2026-10, the latest) are the releases of its current
+    # major within two years, all of minor 1.4: the oldest and the latest; wheels for cp39-cp313
+    # (1.4.11) and up to cp315 (1.4.17).
+    "libmc": [("3.9", "==1.4.11", {}), ("3.13", latest, {})],
 }
 # Tests a client's suite runs beyond its directory: the demo, whose app uses pylibmc beside pymemcache.
 EXTRA_TESTS = {"pylibmc": ["tests/test_example.py"]}
@@ -123,15 +164,28 @@ venv = Venv(
     venvs=[
         Venv(
             name="tests",
-            command="python -m pytest -m '%s' {cmdargs}" % NOT_OWN_SUITES,
-            # The oldest and newest Python (the ones between run the client suites, the
-            # ddtrace-run, snapshot and canary suites); ddtrace 3.19 on the oldest, 4.0 on
-            # the newest.
+            # The oldest and newest Python run everything (the ones between run the client
+            # suites, the ddtrace-run, snapshot and canary suites). The older releases, pymemcache
+            # 3.4 on the oldest Python, ddtrace 3.19 on the oldest and 4.0 on the newest, run what
+            # a release can change (*_VERSIONED_TESTS).
             venvs=[
-                Venv(pys=[PYTHONS[0], PYTHONS[-1]], pkgs={"pymemcache": latest, "ddtrace": latest}),
-                Venv(pys=[PYTHONS[0]], pkgs={"pymemcache": PYMEMCACHE_OLDEST, "ddtrace": latest}),
-                Venv(pys=[PYTHONS[0]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER[0]}),
-                Venv(pys=[PYTHONS[-1]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER[1]}),
+                Venv(
+                    pys=[PYTHONS[0], PYTHONS[-1]],
+                    pkgs={"pymemcache": latest, "ddtrace": latest},
+                    command=pytest_command([]),
+                ),
+                Venv(
+                    pys=[PYTHONS[0]],
+                    pkgs={"pymemcache": PYMEMCACHE_OLDEST, "ddtrace": latest},
+                    command=pytest_command(PYMEMCACHE_VERSIONED_TESTS),
+                ),
+                Venv(
+                    command=pytest_command(DDTRACE_VERSIONED_TESTS),
+                    venvs=[
+                        Venv(pys=[PYTHONS[0]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER[0]}),
+                        Venv(pys=[PYTHONS[-1]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER[1]}),
+                    ],
+                ),
             ],
         ),
         *(client_suite(client, CLIENT_SUITES[client.module]) for client in OTHER_CLIENTS),

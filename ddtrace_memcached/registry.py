@@ -48,6 +48,7 @@ CLIENTS: Tuple[Client, ...] = (
     Client("meta_memcache", ("meta-memcache",), ">=4.0"),
     Client("aiomcache", ("aiomcache",), ">=0.8.0"),
     Client("emcache", ("emcache",), ">=1.3.1"),
+    Client("libmc", ("libmc",), ">=1.4.11"),
 )
 
 BY_MODULE: Dict[str, Client] = {client.module: client for client in CLIENTS}

@@ -597,10 +597,14 @@ def run_release(repo) -> subprocess.CompletedProcess:
 
 
 def dated(repo, date: Optional[str] = "2030-01-31") -> None:
-    """Sets the newest version heading's release date (none: ``None``), and commits."""
+    """Sets the newest version heading's release date (none: ``None``) and empties the
+    Unreleased section, as whoever releases does by moving its entries under that heading;
+    then commits."""
     changelog = repo.path / "CHANGELOG.md"
     heading = "## [%s]%s" % (VERSION, " - " + date if date else "")
     text, count = re.subn(r"^## \[%s\].*$" % re.escape(VERSION), heading, changelog.read_text(), count=1, flags=re.M)
+    assert count == 1
+    text, count = re.subn(r"^(## \[Unreleased\]\n).*?(?=^## \[)", r"\1\n", text, count=1, flags=re.M | re.S)
     assert count == 1
     changelog.write_text(text)
     repo.git("commit", "-q", "--allow-empty", "-am", "date")

@@ -32,6 +32,7 @@ from meta_memcache.executors.default import DefaultExecutor
 from meta_memcache.protocol import MISS_DUE_TO_ERROR
 from meta_memcache.protocol import NOT_STORED_DUE_TO_ERROR
 from meta_memcache.protocol import Conflict
+from meta_memcache.protocol import MetaCommand
 from meta_memcache.protocol import Miss
 from meta_memcache.protocol import NotStored
 from meta_memcache.protocol import Success
@@ -95,14 +96,17 @@ APP_COMMANDS = HIGH_LEVEL + META
 _KEY, _FLAGS = Arg(2, "key"), Arg(4, "flags")
 EXECUTOR = {
     # (wire command, multi): the round trip, named after the meta method that sends it
-    (b"mg", False): command("meta_get", Keys.ONE, Read.VALUE, key=_KEY, noreply=_FLAGS),
-    (b"ms", False): command("meta_set", Keys.ONE, key=_KEY, noreply=_FLAGS),
-    (b"md", False): command("meta_delete", Keys.ONE, key=_KEY, noreply=_FLAGS),
-    (b"ma", False): command("meta_arithmetic", Keys.ONE, key=_KEY, noreply=_FLAGS),
+    (MetaCommand.META_GET, False): command("meta_get", Keys.ONE, Read.VALUE, key=_KEY, noreply=_FLAGS),
+    (MetaCommand.META_SET, False): command("meta_set", Keys.ONE, key=_KEY, noreply=_FLAGS),
+    (MetaCommand.META_DELETE, False): command("meta_delete", Keys.ONE, key=_KEY, noreply=_FLAGS),
+    (MetaCommand.META_ARITHMETIC, False): command("meta_arithmetic", Keys.ONE, key=_KEY, noreply=_FLAGS),
     # exec_multi_on_pool(pool, command, key_values, flags, ...)
-    (b"mg", True): command("meta_multiget", Keys.PAIRS, Read.MANY, key=Arg(2, "key_values"), noreply=Arg(3, "flags")),
+    (MetaCommand.META_GET, True): command(
+        "meta_multiget", Keys.PAIRS, Read.MANY, key=Arg(2, "key_values"), noreply=Arg(3, "flags")
+    ),
 }
-"""``DefaultExecutor``'s round trips: named after the app's call when there is one."""
+"""``DefaultExecutor``'s round trips: named after the app's call when there is one. Keyed by
+the enum member itself: reading an Enum's ``.value`` costs a descriptor call per command."""
 
 VERSION = parse_version(registry.client_version(__name__))
 COMMANDS = for_version(HIGH_LEVEL, VERSION)
@@ -177,13 +181,15 @@ def _result_name(result: Any) -> str:
 class MetaMemcache(core.Library):
     """One round trip of ``DefaultExecutor`` to a server pool (``multi``: of a multi-get)."""
 
+    inner = False  # no hook inside a round trip reads the call
+
     def __init__(self, multi: bool):
         super().__init__()
         self.multi = multi
 
     def command_of(self, args, kwargs) -> Command:
         """The executor runs every command: named after the wire command it sends."""
-        return EXECUTOR[((args[1] if len(args) > 1 else kwargs["command"]).value, self.multi)]
+        return EXECUTOR[(args[1] if len(args) > 1 else kwargs["command"], self.multi)]
 
     def server(self, call, args, kwargs):
         try:
