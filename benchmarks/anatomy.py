@@ -13,25 +13,23 @@ flushed at the end so that encoding counts):
   calls it: the price of the interception itself, paid even with the tracer disabled;
 - ``python-wrapper``: the same through a plain Python function, for comparison.
 
-Each part runs in its own interpreter under callgrind, once with no commands and once
-with ``--commands``; the difference, per command, is the part's cost. The counts do not
-move with load on the machine. Run: ``.venv/bin/python benchmarks/anatomy.py``.
+Each part runs in its own interpreter under callgrind (``callgrind.py``): after a warm-up,
+two batches of different lengths are counted, and the difference per command is the
+part's cost. The counts do not move with load on the machine. Run:
+``.venv/bin/python benchmarks/anatomy.py``.
 """
 
 import argparse
+import os
+import sys
 
-import callgrind
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the working tree's package
+
+import callgrind  # noqa: E402
+from variants import SERVICE  # noqa: E402
 
 PARTS = ("empty", "span", "tags", "tags-native", "wrapt", "python-wrapper")
-FIXED = {
-    "component": "memcached",
-    "span.kind": "client",
-    "db.system": "memcached",
-    "out.host": "127.0.0.1",
-    "server.address": "127.0.0.1",
-    "network.destination.port": 11211,
-    "_dd.measured": 1,
-}
+SHORT = 100  # commands of the short batch; the long one runs --commands more
 
 
 def _command(part: str):
@@ -39,36 +37,35 @@ def _command(part: str):
     app calls a client's (looked up on the object each time: that is where a wrapper binds)."""
     from ddtrace.trace import tracer
 
+    from ddtrace_memcached import tagging
+
     class Plain:
         def get(self):
             return 1
 
     plain = Plain()
+    fixed = tagging.fixed("127.0.0.1", 11211)  # the integration's 7 fixed tags and metrics
 
     def empty():
         plain.get()
 
     def span():
-        s = tracer.trace("memcached.command", service="memcached", resource="get", span_type="cache")
+        s = tracer.trace(tagging.OPERATION, service=SERVICE, resource="get", span_type=tagging.SPAN_TYPE)
         plain.get()
         s.finish()
 
     def tags():
-        s = tracer.trace("memcached.command", service="memcached", resource="get", span_type="cache")
-        for key, value in FIXED.items():  # the public API: what every ddtrace version has
-            if isinstance(value, int):
-                s.set_metric(key, value)
-            else:
-                s.set_tag(key, value)
+        s = tracer.trace(tagging.OPERATION, service=SERVICE, resource="get", span_type=tagging.SPAN_TYPE)
+        tagging.set_public(s, fixed)  # the public API: what every ddtrace version has
         plain.get()
-        s.set_metric("db.row_count", 1)
+        s.set_metric(tagging.ROW_COUNT, 1)
         s.finish()
 
     def tags_native():
-        s = tracer.trace("memcached.command", service="memcached", resource="get", span_type="cache")
-        s._set_attributes(FIXED)
+        s = tracer.trace(tagging.OPERATION, service=SERVICE, resource="get", span_type=tagging.SPAN_TYPE)
+        s._set_attributes(fixed)
         plain.get()
-        s._set_attribute("db.row_count", 1)
+        s._set_attribute(tagging.ROW_COUNT, 1)
         s.finish()
 
     import wrapt
@@ -101,22 +98,18 @@ def _command(part: str):
     }[part]
 
 
-def _run(part: str, commands: int) -> None:
-    """Runs ``commands`` of ``part`` in traces of 50 under a root span, then flushes."""
-    callgrind.run_in_traces(_command(part), commands)
-
-
 def _count(part: str, commands: int) -> float:
-    return callgrind.per_command([__file__, "--run", part], commands)["Ir"]
+    return callgrind.script_per_command([__file__, "--run", part], (SHORT, SHORT + commands))["Ir"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commands", type=int, default=1000, help="commands counted per part (default 1000)")
     parser.add_argument("--run", choices=PARTS, help=argparse.SUPPRESS)  # the measured process
+    parser.add_argument("--lengths", help=argparse.SUPPRESS)  # its batches
     args = parser.parse_args()
     if args.run:
-        _run(args.run, args.commands)
+        callgrind.run_in_traces(_command(args.run), [int(n) for n in args.lengths.split(",")])
         return
     from ddtrace_memcached import tagging
 

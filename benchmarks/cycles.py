@@ -5,9 +5,10 @@ ranges can be wider than the differences it looks for; ``--mode instructions`` i
 but counts every instruction alike. This adds what instruction counts leave out: cache
 misses (wrapt's code, for one, lives in its own shared object). Each variant runs
 pymemcache commands in traces of 50 spans under a root span, encoded, inside callgrind
-with ``--cache-sim=yes``, once with no commands and once with ``--commands``; the
-difference per command gives instructions (Ir), first-level misses (instruction and
-data) and last-level misses, and callgrind's own estimate of cycles,
+with ``--cache-sim=yes`` (``callgrind.py``: after a warm-up, a batch that fills the
+simulated caches, then two counted batches of different lengths); the difference per
+command gives instructions (Ir), first-level misses (instruction and data) and
+last-level misses, and callgrind's own estimate of cycles,
 ``Ir + 10 × L1 misses + 100 × LL misses``. Deterministic (fixed hash seed), about 5 min.
 
 Run: ``.venv/bin/python benchmarks/cycles.py [--workloads get,set] [--commands 1000]``.
@@ -17,31 +18,33 @@ import argparse
 import os
 import sys
 
-import callgrind
-
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # the working tree's package
+
+import callgrind  # noqa: E402
+
 VARIANTS = ("untraced", "ours", "builtin", "floor")
+SHORT = 100  # commands of the short batch; the long one runs --commands more
 WORKLOADS = ("get", "set")
 # callgrind_annotate's cycle estimate: an L1 miss ~10 cycles, a last-level miss ~100.
 L1_COST, LL_COST = 10, 100
 
 
-def _run(variant: str, workload: str, port: int, commands: int) -> None:
-    """The measured process: a client of ``variant`` runs ``commands`` of ``workload``."""
-    sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "tests")]
-    import worker  # its variants: the same setups as overhead.py's
+def _run(variant: str, workload: str, port: int, lengths) -> None:
+    """The measured process: a client of ``variant`` runs batches of ``workload``."""
+    import variants  # the same setups as overhead.py's
 
-    client = worker.SETUPS[variant]()[0](("127.0.0.1", port))
+    client = variants.SETUPS[variant]()[0](("127.0.0.1", port))
     client.set("k", b"v")
     command = (lambda: client.get("k")) if workload == "get" else (lambda: client.set("k", b"v", noreply=True))
 
-    callgrind.run_in_traces(command, commands)
+    callgrind.run_in_traces(command, lengths)
 
 
 def _per_command(variant: str, workload: str, port: int, commands: int) -> dict:
     """k instructions, k L1 misses, LL misses and k estimated cycles per command."""
     argv = [__file__, "--run", variant, "--workloads", workload, "--port", str(port)]
-    d = callgrind.per_command(argv, commands, cache_sim=True)
+    d = callgrind.script_per_command(argv, (SHORT, SHORT + commands), cache_sim=True)
     l1 = d["I1mr"] + d["D1mr"] + d["D1mw"]
     ll = d["ILmr"] + d["DLmr"] + d["DLmw"]
     return dict(ir=d["Ir"] / 1000, l1=l1 / 1000, ll=ll, cycles=(d["Ir"] + L1_COST * l1 + LL_COST * ll) / 1000)
@@ -53,10 +56,11 @@ def main() -> None:
     parser.add_argument("--commands", type=int, default=1000, help="commands counted per run (default 1000)")
     parser.add_argument("--run", choices=VARIANTS, help=argparse.SUPPRESS)  # the measured process
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--lengths", help=argparse.SUPPRESS)  # its batches
     args = parser.parse_args()
     workloads = [w for w in args.workloads.split(",") if w]
     if args.run:
-        _run(args.run, workloads[0], args.port, args.commands)
+        _run(args.run, workloads[0], args.port, [int(n) for n in args.lengths.split(",")])
         return
 
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))

@@ -1,9 +1,11 @@
-"""Smoke run of the overhead benchmark (benchmarks/): it runs, reports every variant and
-workload, and the spans reach its sink. It times nothing that is asserted."""
+"""The overhead benchmark (benchmarks/): a smoke run, which times nothing that is asserted,
+and the instruction budget, which holds what ours adds to get and set of every installed
+client to ``benchmarks/budget.json``."""
 
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,17 +14,22 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-from worker import CLIENT_OF  # noqa: E402
-from worker import WORKLOADS  # noqa: E402
-from worker import expected_spans  # noqa: E402
+import budget  # noqa: E402
+from workloads import CLIENT_OF  # noqa: E402
+from workloads import GET_SET  # noqa: E402
+from workloads import OP_OF  # noqa: E402
+from workloads import WORKLOADS  # noqa: E402
+from workloads import expected_spans  # noqa: E402
 
-# Its own suite: it needs the bench extra (OpenTelemetry's instrumentation).
+# Its own suite: it needs requirements/bench.txt (OpenTelemetry's instrumentation), and
+# valgrind for the budget.
 pytestmark = pytest.mark.benchmark
+
+OVERHEAD = os.path.join(ROOT, "benchmarks", "overhead.py")
 
 
 def test_benchmark_smoke(tmp_path):
-    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "overhead.py"), "--quick", "--rounds", "1"]
-    cmd += ["--startup-runs", "1", "--output", str(tmp_path)]
+    cmd = [sys.executable, OVERHEAD, "--quick", "--rounds", "1", "--startup-runs", "1", "--output", str(tmp_path)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
@@ -51,3 +58,53 @@ def test_benchmark_smoke(tmp_path):
         assert enabled["summary"]["ours"][name]["spans_per_command"] == WORKLOADS[name][2] > 0
     assert enabled["delivered"]["untraced"]["traces"] > 0  # the root spans
     assert all(s["spans_per_command"] == 0 for s in enabled["summary"]["untraced"].values())
+
+
+def test_instruction_budget(tmp_path):
+    """Counted with callgrind as the budget was recorded (``budget.ARGS``: small batches,
+    --quick): with the tracer enabled, what ours adds over what the floor adds, in
+    the same run; with it disabled, what ours adds to the untraced command. Both within
+    ``benchmarks/budget.json``, for get and set of every installed client (a client without
+    a budget fails: record one)."""
+    assert shutil.which("valgrind"), "the instruction budget counts with valgrind's callgrind: install valgrind"
+    cmd = [sys.executable, OVERHEAD] + budget.ARGS + ["--output", str(tmp_path)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    results = json.loads((tmp_path / "latest.json").read_text())
+    measured = budget.measured(results)
+    assert {(client, op) for client, ops in measured.items() for op in ops} == {
+        (CLIENT_OF[n], OP_OF[n]) for n in GET_SET
+    }
+    recorded = budget.load()
+    over = budget.exceeded(results, recorded)
+    assert not over, "over the instruction budget:\n%s\nafter a deliberate change, record it anew: %s" % (
+        "\n".join(over),
+        budget.COMMAND,
+    )
+
+
+def test_budget_is_exceeded_by_a_slower_ours():
+    """What the budget test compares: a ratio just within its tolerance passes, just over it
+    fails; so does a tracer-disabled addition; and a client without a budget fails."""
+    recorded = {
+        "update": "...",
+        "tolerance": {budget.RATIO: 0.02, budget.DISABLED: 0.1, budget.DISABLED_SLACK: 0.5},
+        "budgets": {"pymemcache": {"get": {budget.RATIO: 1.0, budget.DISABLED: 6.0}}},
+    }
+
+    def run(ours, floor, disabled, name="get"):
+        def summary(**added):
+            return {v: {name: {"added": a * 1000}} for v, a in added.items()}
+
+        enabled = summary(untraced=0, ours=ours, floor=floor)
+        return {"instructions": {"enabled": enabled, "disabled": summary(untraced=0, ours=disabled)}}
+
+    assert budget.exceeded(run(101.9, 100.0, 6.5), recorded) == []
+    assert len(budget.exceeded(run(102.1, 100.0, 6.5), recorded)) == 1
+    assert len(budget.exceeded(run(100.0, 100.0, 6.7), recorded)) == 1
+    # a small addition: at least the slack (0.5k), not 10 % of it
+    recorded["budgets"]["pymemcache"]["get"][budget.DISABLED] = 2.0
+    assert budget.exceeded(run(100.0, 100.0, 2.45), recorded) == []
+    assert len(budget.exceeded(run(100.0, 100.0, 2.55), recorded)) == 1
+    assert budget.exceeded(run(100.0, 100.0, 6.0, name="set"), recorded) == ["pymemcache set: no budget recorded"]
