@@ -18,7 +18,8 @@ it has none; every Python we support is in some suite.
   client, and with pymemcache 3.4; one pinned ddtrace, since the snapshots hold ddtrace's
   own tags.
 - ``wheel``: the built wheel in a fresh venv, under ddtrace-run (the artifact users get).
-- ``benchmarks``: a smoke run of ``benchmarks/`` (every variant, OpenTelemetry's too).
+- ``benchmarks``: a smoke run of ``benchmarks/`` (every variant, OpenTelemetry's too), and the
+  instruction budget (``benchmarks/budget.json``), on the Python and ddtrace it was recorded with.
 - ``canary``: the newest ddtrace, pre-releases included (reported, never blocking).
 - ``stress``: the long reliability runs, of every client (not in CI's run: ``scripts/test stress``).
 
@@ -124,7 +125,7 @@ CLIENT_SUITES = {
     # pylibmc: no release in two years (1.6.3): the latest. PyPI has wheels up to Python
     # 3.11. On 3.13 the venv tests pylibmc2, the maintained fork that installs the same module
     # with wheels for 3.12+, where users move to it, rather than building pylibmc from source
-    # (the snapshot, benchmarks and stress suites still do that, against libmemcached 1.1).
+    # (the snapshot and stress suites, on 3.12 and 3.13, still do that, against libmemcached 1.1).
     "pylibmc": [
         ("3.9", latest, {"django": "~=4.2.0", "pymemcache": latest}),
         ("3.13", ("pylibmc2", latest), {"django": latest, "pymemcache": latest}),

@@ -126,20 +126,13 @@ def as_part_of(cmd: Command, app_command: Command) -> Command:
 
 
 def parse_version(version: str) -> tuple:
-    """``"4.0.0"`` -> ``(4, 0, 0)``; what is not a digit is ignored (``"1.6.3rc1"``)."""
-    parts = []
-    for part in version.split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
+    """``"4.0.0"`` -> ``(4, 0, 0)``; each part's leading digits (``"1.6.3rc1"`` -> ``(1, 6, 3)``)."""
+    return tuple(int(re.match(r"\d*", part).group() or 0) for part in version.split(".")[:3])
 
 
 def for_version(table: tuple, version: tuple) -> tuple:
     """The commands of ``table`` that the installed ``version`` of the library has."""
     return tuple(c for c in table if version >= c.since)
-
-
-_MISSING = object()
 
 
 def argument(args: tuple, kwargs: dict, where: Arg) -> Any:

@@ -2,7 +2,8 @@
 
 A client module says what it knows through a :class:`Library` (which server a call goes
 to, how many keys a read found, which failures it swallows, which errors quote keys) and
-wraps its methods with one of three wrappers, bound with ``partial(wrapper, library, command)``:
+wraps its methods with one of three wrappers, bound with ``partial(wrapper, library, command)``
+(libmc's plain-function wrappers call :func:`trace` themselves):
 
 - :func:`trace` (:func:`trace_async` for coroutines): the call is one span, the common case;
 - :func:`outer`: the method the app called makes no span itself; the round trips it causes
@@ -94,19 +95,18 @@ class OuterCall(Call):
 class Library:
     """What a client module tells the core about its calls. Override what differs."""
 
-    name = ""
     key_errors: Tuple[type, ...] = ()
     """Exceptions whose message may quote the key they refused (see :attr:`key_quote`)."""
     key_quote: Optional[Pattern] = commands.HEAD_QUOTE
     """Finds the quoted key in such a message (:func:`commands.redact`)."""
     swallows = False  # set for libraries that override failure()
     renames = True
+    """For a library of :func:`outer` calls: its round trips' spans are named after the app's
+    call (False: they keep their own names, which are the app's commands already)."""
     inner = True
     """Whether hooks inside the client read :func:`current` during its calls. False saves
     every call the context variable's set and reset (about 1.5k instructions), but for the
     commands that call other commands (``Command.nests``)."""
-    """For a library of :func:`outer` calls: its round trips' spans are named after the app's
-    call (False: they keep their own names, which are the app's commands already)."""
 
     inspects_unspanned = False  # set for libraries that override unspanned()
 
@@ -238,7 +238,7 @@ ServerTags = Tuple[tagging.Attributes, tagging.Attributes, bool]
 
 def _server_tags(library: Library, server: Any) -> ServerTags:
     """The fixed tags of a span to ``server``, the same for a noreply command, and whether
-    they may go native. :func:`_close` keeps them in a bounded cache per library, keyed by
+    they may go native, kept in a bounded cache per library (which :func:`_close` reads), keyed by
     the server's value (a client whose server is reassigned gets the new tags)."""
     address = None if server is None else library.address(server)
     attrs = tagging.fixed(None, None) if address is None else tagging.fixed(*host_and_port(address))

@@ -2,9 +2,9 @@
 
 A span belongs to the object that sent the command (pymemcache's ``Client``, a
 per-server protocol object), but users configure the client they hold, which may be
-a pool, a hash ring or a retrying client around it. Those outer clients are wrapped
-with :func:`within`, which puts their override in a context variable for the
-duration of a call; the span reads it (:func:`for_span`). A pool that makes its own
+a pool, a hash ring or a retrying client around it. Those outer clients' methods
+are outer calls (``core.outer``), which put their override in a context variable for the
+duration of a call (:func:`enter`, :func:`leave`); the span reads it (:func:`for_span`). A pool that makes its own
 connection clients can instead :func:`adopt` them: their spans then read the pool's
 override directly, which costs no wrapper around the pool's methods.
 """
@@ -175,7 +175,7 @@ def unshare_across_threads(cls: type) -> None:
 
 def adopt(client: Any, owner: Any) -> None:
     """Makes ``owner``'s override and Pin apply to ``client``'s spans, as if ``owner``'s
-    methods were wrapped with :func:`within`: for the clients a pool creates itself."""
+    methods were outer calls (:func:`enter`): for the clients a pool creates itself."""
     setattr(client, OWNER_ATTR, weakref.ref(owner))
 
 

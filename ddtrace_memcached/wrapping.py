@@ -5,7 +5,8 @@ either a wrapt wrapper ``(wrapped, instance, args, kwargs)``, installed as a
 ``wrapt.FunctionWrapper`` (the commands: wrapt's descriptor handling keeps C methods,
 coroutines and introspection right), or a :class:`Hook`, installed as a plain function (the
 hooks inside a client, which run on every command: a plain function costs a third of a
-``FunctionWrapper`` call). Ours are told apart from other wrappers (ddtrace's, an APM
+``FunctionWrapper`` call; and libmc's commands, which call one another: ``get`` calls
+``get_raw``). Ours are told apart from other wrappers (ddtrace's, an APM
 vendor's, the app's) by their function, so that patching twice never stacks, and
 unpatching removes ours even from under a wrapper that someone put on top of it.
 """

@@ -26,6 +26,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 import pytest
 
+from ddtrace_memcached import commands
 from ddtrace_memcached import registry
 from servers import ROOT
 
@@ -169,6 +170,16 @@ def test_readme_commands_table_is_the_command_tables(client):
 def test_readme_versions_are_read_as_written():
     assert specifiers("≥ 4.0 (Python ≥ 3.10)") == {(">=", Version("4.0"))}
     assert specifiers("≥ 0.8") == specifiers(">=0.8.0") != specifiers(">=0.8.1")
+
+
+@pytest.mark.parametrize(
+    "version, parsed",
+    [("4.0.0", (4, 0, 0)), ("0.8", (0, 8)), ("1.6.3rc1", (1, 6, 3)), ("1.4.17.dev2", (1, 4, 17)), ("2.0b1", (2, 0))],
+)
+def test_installed_versions_are_compared_by_their_release(version, parsed):
+    """What the version gates compare (``Command.since``): a pre-release's suffix is not a digit
+    of its part (1.6.3rc1 is not 1.6.31)."""
+    assert commands.parse_version(version) == parsed
 
 
 # --- tests/clients/ -----------------------------------------------------------------------

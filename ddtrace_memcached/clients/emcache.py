@@ -54,7 +54,7 @@ _EXPTIME_FIRST_KEYS = Arg(1, "keys")  # gat_many(exptime, keys)
 
 _NOREPLY = Arg(None, "noreply")  # keyword-only
 
-# Misses raise (Emcache.raised_reply); noreply returns at once.
+# Misses raise (Keyed.raised_reply); noreply returns at once.
 KEYED = (
     # storage
     command("set", Keys.ONE, noreply=_NOREPLY),

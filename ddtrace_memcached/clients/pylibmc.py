@@ -177,11 +177,6 @@ class Pylibmc(core.Library):
         return super().found(call, result)
 
 
-def redact_key(message: str) -> str:
-    """``message`` with the key that pylibmc's lead quotes replaced by ``REDACTED``."""
-    return commands.redact(message, QUOTED_KEY, keys_enabled=False)
-
-
 LIBRARY = Pylibmc()
 
 

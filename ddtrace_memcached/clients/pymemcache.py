@@ -110,15 +110,20 @@ if HAS_RETRYING_CLIENT:
     from pymemcache.client.retrying import RetryingClient
 
 
-class Pymemcache(core.Library):
-    inner = False  # no hooks inside
-    key_errors = (MemcacheIllegalInputError,)  # "Key contains whitespace: b'...'" and the like
+class _Keys(core.Library):
+    """What pymemcache's clients share: a key prefix, and errors that quote the key."""
 
-    def server(self, call, args, kwargs):
-        return call.instance.server
+    key_errors = (MemcacheIllegalInputError,)  # "Key contains whitespace: b'...'" and the like
 
     def key_prefix(self, instance) -> bytes:
         return getattr(instance, "key_prefix", b"")
+
+
+class Pymemcache(_Keys):
+    inner = False  # no hooks inside
+
+    def server(self, call, args, kwargs):
+        return call.instance.server
 
     def noreply(self, call, args, kwargs):
         noreply = commands.argument(args, kwargs, call.command.noreply)
@@ -133,15 +138,11 @@ NO_SERVER = "pymemcache.NoServerAvailable"
 the default without a request."""
 
 
-class HashRing(core.Library):
+class HashRing(_Keys):
     """``HashClient``: the app's call. Its nodes' commands make the spans, under their own
     names (``delete_many`` sends ``delete`` per key); what it answers itself gets a span too."""
 
-    key_errors = (MemcacheIllegalInputError,)
     renames = False
-
-    def key_prefix(self, instance) -> bytes:
-        return getattr(instance, "key_prefix", b"")
 
     def unspanned(self, call, args, kwargs, result):
         """The nodes the call skipped: those in their retry window (``_failed_clients``, within
