@@ -5,7 +5,7 @@ minor of its current major released in the last two years, or its latest release
 it has none; every Python we support is in some suite.
 
 - ``tests``: the core and pymemcache (every test that needs no other client), on the
-  oldest and newest Python with the latest ddtrace; what a release can change
+  newest Python with the latest ddtrace, and on the oldest all that a Python can change; what a release can change
   (``*_VERSIONED_TESTS``) on pymemcache 3.4 (below the gates of RetryingClient, shutdown and
   raw_command), and on ddtrace 3.19 (the oldest supported) and 4.0.
 - one suite per other client of ``ddtrace_memcached.registry`` (``client_suite``): the
@@ -46,6 +46,8 @@ PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 # from 3.5, raw_command from 4.0) tested from below.
 PYMEMCACHE_OLDEST = "~=3.4.4"
 DDTRACE_OLDER = ["~=3.19.0", "~=4.0.0"]
+# (python, ddtrace): the oldest ddtrace on the oldest Python, the oldest 4.x on the newest.
+DDTRACE_OLDER_ON = [(PYTHONS[0], DDTRACE_OLDER[0]), (PYTHONS[-1], DDTRACE_OLDER[1])]
 # The snapshots hold ddtrace's own tags, and the instruction budget its costs, so they are
 # compared with the release they were recorded with; the budget also on its Python.
 DDTRACE_SNAPSHOTS = "==4.16.0"
@@ -79,6 +81,22 @@ PYMEMCACHE_VERSIONED_TESTS = [
     "tests/test_fast_path.py",
 ]
 DDTRACE_VERSIONED_TESTS = PYMEMCACHE_VERSIONED_TESTS + ["tests/test_entrypoints.py", "tests/test_diagnostics.py"]
+
+
+# What the newest Python runs alone of the whole suite: the package's files (the wheel suite
+# installs it on both), dd-trace-py's harness and the differential run, none of which depends
+# on the Python.
+NOT_ON_THE_OLDEST_PYTHON = [
+    "--ignore=tests/test_release.py",
+    "--ignore=tests/ddtrace_harness/",
+    "--ignore=tests/clients/pymemcache/test_differential.py",
+]
+
+
+def pymemcache_venv(python: str, ddtrace: str, **kwargs) -> Venv:
+    """A venv of pymemcache's latest and ``ddtrace``: the same packages make the same venv,
+    which riot installs once for every suite that names it."""
+    return Venv(pys=[python], pkgs={"pymemcache": latest, "ddtrace": ddtrace}, **kwargs)
 
 
 def pytest_command(tests: list) -> str:
@@ -166,27 +184,21 @@ venv = Venv(
     venvs=[
         Venv(
             name="tests",
-            # The oldest and newest Python run everything (the ones between run the client
-            # suites, the ddtrace-run, snapshot and canary suites). The older releases, pymemcache
-            # 3.4 on the oldest Python, ddtrace 3.19 on the oldest and 4.0 on the newest, run what
-            # a release can change (*_VERSIONED_TESTS).
+            # The newest Python runs everything, the oldest all that a Python can change (the
+            # ones between run the client suites, the snapshot, benchmarks and canary suites).
+            # The older releases, pymemcache 3.4 on the oldest Python, ddtrace 3.19 on the oldest
+            # and 4.0 on the newest, run what a release can change (*_VERSIONED_TESTS).
             venvs=[
-                Venv(
-                    pys=[PYTHONS[0], PYTHONS[-1]],
-                    pkgs={"pymemcache": latest, "ddtrace": latest},
-                    command=pytest_command([]),
-                ),
+                pymemcache_venv(PYTHONS[-1], latest, command=pytest_command([])),
+                pymemcache_venv(PYTHONS[0], latest, command=pytest_command(NOT_ON_THE_OLDEST_PYTHON)),
                 Venv(
                     pys=[PYTHONS[0]],
                     pkgs={"pymemcache": PYMEMCACHE_OLDEST, "ddtrace": latest},
                     command=pytest_command(PYMEMCACHE_VERSIONED_TESTS),
                 ),
-                Venv(
-                    command=pytest_command(DDTRACE_VERSIONED_TESTS),
-                    venvs=[
-                        Venv(pys=[PYTHONS[0]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER[0]}),
-                        Venv(pys=[PYTHONS[-1]], pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER[1]}),
-                    ],
+                *(
+                    pymemcache_venv(python, ddtrace, command=pytest_command(DDTRACE_VERSIONED_TESTS))
+                    for python, ddtrace in DDTRACE_OLDER_ON
                 ),
             ],
         ),
@@ -194,8 +206,8 @@ venv = Venv(
         Venv(
             name="ddtrace-run",
             command="ddtrace-run python -m pytest -m ddtrace_run {cmdargs}",
-            pys=["3.11"],
-            pkgs={"pymemcache": latest, "ddtrace": DDTRACE_OLDER + [latest]},
+            # The `tests` suite's venvs: riot installs them once.
+            venvs=[pymemcache_venv(python, ddtrace) for python, ddtrace in DDTRACE_OLDER_ON + [(PYTHONS[-1], latest)]],
         ),
         Venv(
             name="snapshot",
