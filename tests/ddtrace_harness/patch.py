@@ -8,7 +8,8 @@
 # - the integration's patch module is Base.__patch_module__ % __integration_name__, by default
 #   upstream's hard-coded "ddtrace.contrib.internal.%s.patch" (3 places);
 # - the test agent is at DDTRACE_HARNESS_AGENT_URL, by default upstream's localhost:9126;
-# - the tracer's version is ddtrace.version.__version__ (this commit's get_version() is gone in ddtrace 4);
+# - the tracer's version is ddtrace.__version__ (this commit's get_version() is gone in ddtrace 4, and
+#   ddtrace.version has no __version__ before 4.x's later releases);
 # - a wrapper is any wrapt proxy: wrapt 2's FunctionWrapper is a BaseObjectProxy, not an ObjectProxy.
 import functools
 import http.client as httplib
@@ -21,7 +22,7 @@ from textwrap import dedent
 import unittest
 import urllib.parse
 
-from ddtrace.version import __version__  # ddtrace-memcached: ddtrace 4 has no get_version()
+import ddtrace
 import wrapt
 
 # ddtrace-memcached: relative imports
@@ -29,7 +30,7 @@ from .subprocesstest import SubprocessTestCase
 from .subprocesstest import run_in_subprocess
 from .utils import call_program
 
-TRACER_VERSION = __version__  # ddtrace-memcached
+TRACER_VERSION = ddtrace.__version__  # ddtrace-memcached: every supported ddtrace has it
 # ddtrace-memcached: wrapt 2's FunctionWrapper is a BaseObjectProxy, no longer an ObjectProxy
 PROXY = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
 # ddtrace-memcached: the test agent's address (dd-trace-py's CI runs one at localhost:9126)
