@@ -507,10 +507,12 @@ def test_tooling_requirements_files():
     assert set(files) == {"test.txt", "dev.txt", "bench.txt", "demo.txt", "agent.txt"}
     assert "pymemcache" in requirement_names(files["test.txt"])  # the suite's fixtures use it
     assert {"-r agent.txt", "-r demo.txt"} <= set(files["dev.txt"].splitlines())
-    assert {"build", "twine", "riot"} <= set(requirement_names(files["dev.txt"]))
+    # uv: riot's requirements compiler, which scripts/bootstrap selects.
+    assert {"build", "twine", "riot", "uv"} <= set(requirement_names(files["dev.txt"]))
     assert "opentelemetry-sdk" in requirement_names(files["bench.txt"])
     bootstrap = (PROJECT_ROOT / "scripts" / "bootstrap").read_text()
     assert "pip_install . -r requirements/test.txt -r requirements/dev.txt" in bootstrap
+    assert "export RIOT_PIP_COMPILE_BACKEND=uv" in bootstrap
     demo = (PROJECT_ROOT / "scripts" / "demo").read_text()
     assert "-r requirements/demo.txt" in demo and "-r requirements/agent.txt" in demo and "test.txt" not in demo
 
