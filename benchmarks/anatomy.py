@@ -11,7 +11,17 @@ flushed at the end so that encoding counts):
   makes on ddtrace 4.1+ (``ddtrace_memcached/tagging.py``);
 - ``wrapt``: calling a method through a wrapt ``FunctionWrapper`` whose wrapper only
   calls it: the price of the interception itself, paid even with the tracer disabled;
-- ``python-wrapper``: the same through a plain Python function, for comparison.
+- ``python-wrapper``: the same through a plain Python function, for comparison;
+
+and what a command pays with the tracer disabled, for each kind of layer it may pass on its
+way through a client (``benchmarks/run`` counts each client's whole command):
+
+- ``off-wrapt``: a command wrapped as the clients' are (``wrapping.wrap``, ``core.trace``):
+  wrapt binds and calls the method, and skips our wrapper (its ``enabled``);
+- ``off-function``: a method wrapped with ``core.as_function`` (meta-memcache's meta methods
+  and executor, bmemcached's protocol): one plain function that sees the tracer is off;
+- ``off-hook``: a method under ``core.hook`` (python-memcached's ``_get_server``, emcache's
+  node connection), which sees that no call is traced.
 
 Each part runs in its own interpreter under callgrind (``callgrind.py``): after a warm-up,
 two batches of different lengths are counted, and the difference per command is the
@@ -20,6 +30,7 @@ part's cost. The counts do not move with load on the machine. Run:
 """
 
 import argparse
+from functools import partial
 import os
 import sys
 
@@ -29,6 +40,7 @@ import callgrind  # noqa: E402
 from variants import SERVICE  # noqa: E402
 
 PARTS = ("empty", "span", "tags", "tags-native", "wrapt", "python-wrapper")
+OFF = ("off-empty", "off-wrapt", "off-function", "off-hook")  # the tracer disabled
 SHORT = 100  # commands of the short batch; the long one runs --commands more
 
 
@@ -88,6 +100,22 @@ def _command(part: str):
     def through_python():
         decorated.get()
 
+    from ddtrace_memcached import core
+    from ddtrace_memcached import wrapping
+
+    library = core.Library()
+    off = {}
+    for name, wrapper in (
+        ("off-wrapt", partial(core.trace, library, None)),
+        ("off-function", core.as_function(core.trace, library, None)),
+        ("off-hook", core.hook(library, after=lambda *args: None)),
+    ):
+        cls = type(name, (Plain,), {})
+        wrapping.wrap(cls, "get", wrapper)
+        off[name] = cls()
+    if part.startswith("off-"):
+        tracer.enabled = False
+
     return {
         "empty": empty,
         "span": span,
@@ -95,7 +123,18 @@ def _command(part: str):
         "tags-native": tags_native,
         "wrapt": through_wrapt,
         "python-wrapper": through_python,
+        "off-empty": empty,
+        **{name: _calls_get(instance) for name, instance in off.items()},
     }[part]
+
+
+def _calls_get(instance):
+    """``instance.get()``, in the shape of ``empty``."""
+
+    def command():
+        instance.get()
+
+    return command
 
 
 def _count(part: str, commands: int) -> float:
@@ -105,7 +144,7 @@ def _count(part: str, commands: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commands", type=int, default=1000, help="commands counted per part (default 1000)")
-    parser.add_argument("--run", choices=PARTS, help=argparse.SUPPRESS)  # the measured process
+    parser.add_argument("--run", choices=PARTS + OFF, help=argparse.SUPPRESS)  # the measured process
     parser.add_argument("--lengths", help=argparse.SUPPRESS)  # its batches
     args = parser.parse_args()
     if args.run:
@@ -113,7 +152,7 @@ def main() -> None:
         return
     from ddtrace_memcached import tagging
 
-    parts = [p for p in PARTS if p != "tags-native" or tagging.FAST_SPAN is not None]
+    parts = [p for p in PARTS + OFF if p != "tags-native" or tagging.FAST_SPAN is not None]
     per = {"tags-native": float("nan")}
     for part in parts:
         per[part] = _count(part, args.commands) / 1000
@@ -125,6 +164,10 @@ def main() -> None:
     print("| the same in ours' native calls (ddtrace 4.1+) | %.1f |" % (per["tags-native"] - per["span"]))
     print("| a wrapt FunctionWrapper around a method | %.1f |" % (per["wrapt"] - empty))
     print("| a plain Python wrapper around a method | %.1f |" % (per["python-wrapper"] - empty))
+    off = per["off-empty"]
+    print("| tracer disabled: a command wrapped by wrapt (wrapping.wrap) | %.1f |" % (per["off-wrapt"] - off))
+    print("| tracer disabled: a method under core.as_function | %.1f |" % (per["off-function"] - off))
+    print("| tracer disabled: a method under core.hook | %.1f |" % (per["off-hook"] - off))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 A client module says what it knows through a :class:`Library` (which server a call goes
 to, how many keys a read found, which failures it swallows, which errors quote keys) and
 wraps its methods with one of three wrappers, bound with ``partial(wrapper, library, command)``
-(libmc's plain-function wrappers call :func:`trace` themselves):
+(or installed as plain functions with :func:`as_function`; libmc's call :func:`trace` themselves):
 
 - :func:`trace` (:func:`trace_async` for coroutines): the call is one span, the common case;
 - :func:`outer`: the method the app called makes no span itself; the round trips it causes
@@ -21,6 +21,7 @@ error recording, and the guards that keep the integration's own failures from th
 import contextvars
 import logging
 from time import time_ns
+from types import MethodType
 from typing import Any
 from typing import Callable
 from typing import Dict
@@ -600,6 +601,30 @@ def _span_after(call: OuterCall, args, kwargs, server: Any, failure: Optional[Fa
         _close(made)
     except Exception:
         log.debug("could not trace memcached %s", call.command.resource, exc_info=True)
+
+
+# --- plain functions -----------------------------------------------------------------------
+
+
+def as_function(wrapper: Callable, library: Library, command: Optional[Command]) -> wrapping.Hook:
+    """``partial(wrapper, library, command)`` (:func:`trace` or :func:`outer`) installed as a
+    plain function, not a wrapt ``FunctionWrapper``: for the Python methods that a client
+    runs below the app's own call on every command (meta-memcache's meta methods and
+    executor, bmemcached's protocol, emcache's requests), where wrapt's binding costs 4k
+    instructions more per call (``benchmarks/anatomy.py``)."""
+
+    def make(original: Callable) -> Callable:
+        def traced(self, *args, **kwargs):
+            try:
+                if not tracer.enabled:
+                    return original(self, *args, **kwargs)
+                return wrapper(library, command, MethodType(original, self), self, args, kwargs)
+            finally:
+                args = kwargs = None  # noqa: F841 (see trace)
+
+        return traced
+
+    return wrapping.Hook(make)
 
 
 # --- hooks inside a client ------------------------------------------------------------------

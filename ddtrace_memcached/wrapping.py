@@ -3,20 +3,23 @@
 A client module lists what it wraps as ``(class, method, wrapper)`` targets. A wrapper is
 either a wrapt wrapper ``(wrapped, instance, args, kwargs)``, installed as a
 ``wrapt.FunctionWrapper`` (the commands: wrapt's descriptor handling keeps C methods,
-coroutines and introspection right), or a :class:`Hook`, installed as a plain function (the
-hooks inside a client, which run on every command: a plain function costs a third of a
-``FunctionWrapper`` call; and libmc's commands, which call one another: ``get`` calls
-``get_raw``). Ours are told apart from other wrappers (ddtrace's, an APM
-vendor's, the app's) by their function, so that patching twice never stacks, and
-unpatching removes ours even from under a wrapper that someone put on top of it.
+coroutines and introspection right), or a :class:`Hook`, installed as a plain function,
+which costs a third of a ``FunctionWrapper`` call: the hooks inside a client, and the
+methods that a client's commands call on every command (libmc's ``get_raw``, which its
+``get`` calls; meta-memcache's meta methods and executor; bmemcached's protocol; emcache's
+requests). Ours are told apart from other wrappers (ddtrace's, an APM vendor's, the app's)
+by their function, so that patching twice never stacks, and unpatching removes ours even
+from under a wrapper that someone put on top of it.
 """
 
+from functools import partial
 from typing import Any
 from typing import Callable
 from typing import Iterable
 from typing import Tuple
 from typing import Union
 
+from ddtrace.trace import tracer
 import wrapt
 
 
@@ -28,6 +31,10 @@ class Hook:
 
 
 Target = Tuple[type, str, Union[Callable, Hook]]
+
+_TRACING = partial(getattr, tracer, "enabled")
+"""A FunctionWrapper's ``enabled``: while the tracer is disabled, wrapt calls the method
+without calling our wrapper, all in C (5.3k instructions added per command, not 6.6k)."""
 
 _OURS: set = set()
 _HOOKED = "_ddtrace_memcached_hook"  # set on the plain functions that Hooks make
@@ -67,7 +74,7 @@ def _install(cls: type, method: str, original: Any, wrapper: Union[Callable, Hoo
         setattr(function, _HOOKED, True)
         setattr(cls, method, function)
     else:
-        wrapt.wrap_function_wrapper(cls, method, wrapper)
+        wrapt.wrap_object(cls, method, wrapt.FunctionWrapper, (wrapper,), {"enabled": _TRACING})
 
 
 def in_chain(attribute: Any) -> bool:

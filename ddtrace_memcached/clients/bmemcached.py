@@ -123,8 +123,8 @@ def on_connection_error(call, instance, args, kwargs):
 def targets() -> Iterator[wrapping.Target]:
     """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
     protocol = bmemcached.protocol.Protocol
-    for cmd in COMMANDS:
-        yield protocol, cmd.method, partial(core.trace, LIBRARY, cmd)
+    for cmd in COMMANDS:  # below the clients' methods on every command: plain functions
+        yield protocol, cmd.method, core.as_function(core.trace, LIBRARY, cmd)
     yield protocol, "_connection_error", core.hook(LIBRARY, before=on_connection_error)
     for cls in CLIENT_CLASSES:
         for cmd in for_version(CLIENT_COMMANDS, VERSION):

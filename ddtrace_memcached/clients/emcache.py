@@ -187,14 +187,13 @@ def remember_node(call, instance, args, kwargs):
         core.within_task(call, address_of(instance.memcached_host_address))
 
 
-@wrapping.ours
-def trace_round_trip(cmd, wrapped, instance, args, kwargs):
+def trace_round_trip(library, cmd, wrapped, instance, args, kwargs):
     """A child span for one node's round trip of a fan-out; untraced otherwise. Its
     overrides are the client's, whose command it serves."""
     call = core.current()
     if call is None or call.span is not None or call.outer is None or call.outer.library is not MULTI_LIBRARY:
         return wrapped(*args, **kwargs)
-    return core.trace_async(ROUND_TRIP, cmd, wrapped, call.instance, args, kwargs)
+    return core.trace_async(library, cmd, wrapped, call.instance, args, kwargs)
 
 
 def targets() -> Iterator[wrapping.Target]:
@@ -203,8 +202,8 @@ def targets() -> Iterator[wrapping.Target]:
         for cmd in table:
             yield Client, cmd.method, partial(core.trace_async, library, cmd)
     yield Node, "connection", core.hook(MULTI_LIBRARY, before=remember_node)
-    for cmd in ROUND_TRIPS:
-        yield Protocol, cmd.method, partial(trace_round_trip, cmd)
+    for cmd in ROUND_TRIPS:  # below the client's method on every command: plain functions
+        yield Protocol, cmd.method, core.as_function(trace_round_trip, ROUND_TRIP, cmd)
 
 
 def patch() -> None:

@@ -248,10 +248,11 @@ def targets() -> Iterator[wrapping.Target]:
     """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
     for cmd in COMMANDS:
         yield HighLevelCommandsMixin, cmd.method, partial(core.outer, CLIENT_LIBRARY, cmd)
+    # Below the high-level methods on every command: plain functions (core.as_function).
     for cmd in META:
-        yield MetaCommandsMixin, cmd.method, partial(core.outer, CLIENT_LIBRARY, cmd)
-    yield DefaultExecutor, "exec_on_pool", partial(core.trace, LIBRARY, None)
-    yield DefaultExecutor, "exec_multi_on_pool", partial(core.trace, MULTI_LIBRARY, None)
+        yield MetaCommandsMixin, cmd.method, core.as_function(core.outer, CLIENT_LIBRARY, cmd)
+    yield DefaultExecutor, "exec_on_pool", core.as_function(core.trace, LIBRARY, None)
+    yield DefaultExecutor, "exec_multi_on_pool", core.as_function(core.trace, MULTI_LIBRARY, None)
 
 
 def patch() -> None:
