@@ -22,8 +22,10 @@ spans are marked as errors, the result is left as it is.
 from functools import partial
 import logging
 from typing import Any
+from typing import Dict
 from typing import Iterator
 from typing import Optional
+from typing import Tuple
 import weakref
 
 from meta_memcache.commands.high_level_commands import HighLevelCommandsMixin
@@ -105,8 +107,7 @@ EXECUTOR = {
         "meta_multiget", Keys.PAIRS, Read.MANY, key=Arg(2, "key_values"), noreply=Arg(3, "flags")
     ),
 }
-"""``DefaultExecutor``'s round trips: named after the app's call when there is one. Keyed by
-the enum member itself: reading an Enum's ``.value`` costs a descriptor call per command."""
+"""``DefaultExecutor``'s round trips: named after the app's call when there is one."""
 
 VERSION = parse_version(registry.client_version(__name__))
 COMMANDS = for_version(HIGH_LEVEL, VERSION)
@@ -114,8 +115,16 @@ COMMANDS = for_version(HIGH_LEVEL, VERSION)
 
 # --- which server: pool -> ServerAddress ----------------------------------------------
 
-_ADDRESSES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+# id(pool) -> (weakref to the pool, its ServerAddress), the entry removed when the pool
+# dies. Not a WeakKeyDictionary: its get() is a Python call that makes a weakref to hash,
+# on every command (about 0.6k instructions); the weakref read here tells a reused id.
+_ADDRESSES: Dict[int, Tuple["weakref.ref[Any]", Any]] = {}
 _SEEN: "weakref.WeakSet[Any]" = weakref.WeakSet()  # routers whose pools are in _ADDRESSES
+
+
+def _remember(pool: Any, address: Any) -> None:
+    key, table = id(pool), _ADDRESSES
+    table[key] = (weakref.ref(pool, lambda _, key=key, table=table: table.pop(key, None)), address)
 
 
 def _learn(router: Any) -> None:
@@ -125,23 +134,24 @@ def _learn(router: Any) -> None:
         server_pool = getattr(provider, "_server_pool", None)  # HashRing / NonConsistentHash
         if isinstance(server_pool, dict):
             for address, pool in server_pool.items():
-                _ADDRESSES[pool] = address
+                _remember(pool, address)
         pool = getattr(provider, "_connection_pool", None)  # HostConnectionPoolProvider
         address = getattr(provider, "_server_address", None)
         if pool is not None and address is not None:
-            _ADDRESSES[pool] = address
+            _remember(pool, address)
 
 
 def _server(pool: Any, client: Any) -> Any:
     """The ``ServerAddress`` of ``pool`` (``client`` is the app's client whose router chose it,
     if known), or what the pool says of its server for a router or pool built by hand."""
-    address = _ADDRESSES.get(pool)
-    if address is None:
-        router = getattr(client, "router", None)
-        if router is not None and router not in _SEEN:
-            _learn(router)
-            address = _ADDRESSES.get(pool)
-    return address if address is not None else pool.server
+    entry = _ADDRESSES.get(id(pool))
+    if entry is not None and entry[0]() is pool:
+        return entry[1]
+    router = getattr(client, "router", None)
+    if router is not None and router not in _SEEN:
+        _learn(router)
+        return _server(pool, None)
+    return pool.server
 
 
 def _address(server: Any) -> Any:
@@ -185,11 +195,13 @@ class MetaMemcache(core.Library):
 
     def __init__(self, multi: bool):
         super().__init__()
-        self.multi = multi
+        # EXECUTOR's rows of this kind of round trip, keyed by the id of the enum member (alive
+        # as long as its class): hashing a member is a Python call (Enum.__hash__).
+        self.by_wire = {id(wire): cmd for (wire, of_multi), cmd in EXECUTOR.items() if of_multi is multi}
 
     def command_of(self, args, kwargs) -> Command:
         """The executor runs every command: named after the wire command it sends."""
-        return EXECUTOR[(args[1] if len(args) > 1 else kwargs["command"], self.multi)]
+        return self.by_wire[id(args[1] if len(args) > 1 else kwargs["command"])]
 
     def server(self, call, args, kwargs):
         try:

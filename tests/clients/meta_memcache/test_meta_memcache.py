@@ -7,8 +7,10 @@ behind a ``server_id``, failures it raises and failures it swallows
 sharing a client, and unpatching, are the contract's.
 """
 
+import gc
 import socket
 import time
+import weakref
 
 from ddtrace.trace import tracer
 import pytest
@@ -198,6 +200,34 @@ def test_server_id_still_names_the_real_server(memcached_nodes, spans):
     for i, span in enumerate(found):
         node = made_before_patch.router.pool_provider.get_pool(Key("key-%d" % (i % 10))).server
         assert host_of(span) == by_id[node]
+
+
+def test_pools_are_mapped_to_servers_without_being_kept_alive(memcached_nodes, patched):
+    """Each pool's ``ServerAddress`` is kept by the pool's id, next to a weak reference: the
+    entry goes when the app drops its client, and an id that a new pool reuses does not
+    inherit the old pool's server."""
+    servers = [ServerAddress(host=h, port=p, server_id="node%d" % i) for i, (h, p) in enumerate(memcached_nodes)]
+    before = set(integration._ADDRESSES)
+    c = CacheClient.cache_client_from_servers(servers, factory())
+    c.set("k", b"v", 60)
+    learned = set(integration._ADDRESSES) - before
+    assert sorted(integration._ADDRESSES[key][1] for key in learned) == sorted(servers)
+    pool = integration._ADDRESSES[learned.pop()][0]()
+    assert integration._server(pool, None) in servers
+
+    class Stranger:
+        pass
+
+    stranger = Stranger()  # what a reused id would point at: another object's entry
+    integration._ADDRESSES[id(pool)] = (weakref.ref(stranger), ServerAddress(host="wrong", port=1))
+    assert integration._server(pool, None) == pool.server  # "node0"...: not the stranger's address
+    del integration._ADDRESSES[id(pool)]
+
+    refs = [integration._ADDRESSES[key][0] for key in learned]
+    del c, pool
+    gc.collect()
+    assert [ref() for ref in refs] == [None] * len(refs)
+    assert not learned & set(integration._ADDRESSES)
 
 
 def test_gutter_failover_is_two_spans_on_two_servers(memcached, dead_address, spans):
