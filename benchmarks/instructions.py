@@ -9,10 +9,13 @@ load on the machine. The workers run in parallel, one per core, every phase's at
 What they do move with is a process's luck in CPython's caches: which attribute lookups
 collide in the type cache, how dicts lay their keys out, both set by the hash seed and by
 every type and object the process made before. That moves a command by up to 2k
-instructions, in either direction, and with any change to the code, related or not. It is
-lost in what a traced command adds (about 175k), not in what ours adds with the tracer
-disabled (5 to 25k): those workers run with :data:`SEEDS` hash seeds each, and a count
-is the median over them.
+instructions, in either direction, and with any change to the code, related or not: the
+same seed in another directory is another draw. It is lost in what a traced command adds
+(about 175k), not in what ours adds with the tracer disabled (4 to 17k): those workers run
+with several hash seeds each (``seeds``, :data:`DISABLED_SEEDS` by default), and a count is
+the median over them. Over ten seeds, python-memcached's and bmemcached's get added 9.5 to
+11.1k and 7.3 to 9.1k: the median of three seeds moved by 1.3k and 1.7k, that of five by
+0.8k and 1.4k.
 """
 
 import os
@@ -24,7 +27,7 @@ from runner import Worker
 from workloads import WORKLOADS
 
 SHORT = 5  # the short batch: this fraction of the long one, in whole traces
-SEEDS = {"disabled": 3}  # hash seeds per worker in a phase (others: 1)
+DISABLED_SEEDS = 9  # hash seeds per worker with the tracer disabled (enabled: 1)
 
 
 def lengths(commands: int, per_trace: int) -> tuple:
@@ -33,11 +36,11 @@ def lengths(commands: int, per_trace: int) -> tuple:
     return per_trace * max(1, traces // SHORT), per_trace * traces
 
 
-def measure(variants_of, env_of, selected, batch, log_dir, progress) -> dict:
+def measure(variants_of, env_of, selected, batch, log_dir, progress, seeds: int = DISABLED_SEEDS) -> dict:
     """Instructions per command: ``{phase: {variant: {workload: {median, added,
     spans_per_command, seeds}}}}``, ``added`` over the phase's untraced, ``seeds`` the
     count of each seed; ``variants_of``: ``{phase: [variant]}``, ``env_of(phase, variant)``:
-    a worker's environment."""
+    a worker's environment; ``seeds``: hash seeds per worker with the tracer disabled."""
     counts = {phase: {v: {} for v in variants} for phase, variants in variants_of.items()}
     errors = []
 
@@ -79,7 +82,7 @@ def measure(variants_of, env_of, selected, batch, log_dir, progress) -> dict:
     jobs = [
         (phase, variant, seed)
         for phase, variants in variants_of.items()
-        for seed in range(SEEDS.get(phase, 1))
+        for seed in range(seeds if phase == "disabled" else 1)
         for variant in variants
     ]
     threads = [threading.Thread(target=worker_thread) for _ in range(min(len(jobs), os.cpu_count() or 1))]

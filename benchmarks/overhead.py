@@ -72,6 +72,13 @@ def parse_args(argv=None):
         default="",
         help="only these workloads (default all), or %s: %s" % (" or ".join(GROUPS), ",".join(WORKLOADS)),
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=instructions.DISABLED_SEEDS,
+        help="instructions: hash seeds per worker with the tracer disabled, a count their median (default %d)"
+        % instructions.DISABLED_SEEDS,
+    )
     parser.add_argument("--chart", help="where to save the chart (needs matplotlib; default OUTPUT/overhead.svg)")
     parser.add_argument(
         "--record-budget",
@@ -157,6 +164,7 @@ def main(argv=None) -> int:
                 instructions_batch,
                 log_dir,
                 progress,
+                args.seeds,
             )
     finally:
         sink.stop()
