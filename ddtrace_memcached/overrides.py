@@ -125,6 +125,9 @@ class _SharedAttribute:
     def __init__(self, name: str):
         self.name = name
         self.values: "weakref.WeakKeyDictionary" = _SHARED.setdefault(name, weakref.WeakKeyDictionary())
+        # Its dict of weak references: empty while no client has a value, which __get__ asks
+        # on every command; a WeakKeyDictionary's own len() is a Python call (about 1k instructions).
+        self.refs: dict = self.values.data
 
     def __get__(self, obj: Any, owner: Any = None) -> Any:
         """The value set for ``obj`` in any thread, else one set in this thread before
@@ -133,7 +136,7 @@ class _SharedAttribute:
         has none (most). The dictionary is empty until some client of the process has one."""
         if obj is None:
             return self
-        if self.values:
+        if self.refs:
             try:
                 value = self.values.get(obj)
             except TypeError:  # unhashable or not weak-referenceable: per thread, as unpatched
