@@ -9,13 +9,15 @@ span lifecycle (``core.py``) stays free of any client's argument conventions.
 
 from collections.abc import Collection
 from collections.abc import Mapping
+import dataclasses
 import enum
 import re
 from typing import Any
-from typing import NamedTuple
 from typing import Optional
 from typing import Pattern
 from typing import Tuple
+
+from .records import record
 
 QUERY_MAX_LENGTH = 1000
 """``memcached.query`` and quoted error messages are cut to this many characters (then ``...``)."""
@@ -45,7 +47,8 @@ class Read(enum.Enum):
     VALUE = "value"  # get without a default: None is a miss (a stored None cannot be told apart)
 
 
-class Arg(NamedTuple):
+@record
+class Arg:
     """Where an argument sits: its position among the positional arguments (``self``
     excluded; None for a keyword-only parameter), or its name as a keyword."""
 
@@ -69,7 +72,8 @@ NOT_FOUND_IF_FALSE: Misses = ((False, NOT_FOUND),)
 NOT_FOUND_IF_NONE: Misses = ((None, NOT_FOUND),)
 
 
-class Command(NamedTuple):
+@record
+class Command:
     method: str  # the attribute of the client class
     resource: str  # the span's resource: aliases are reported under the name they alias
     keys: Keys
@@ -117,7 +121,8 @@ def command(
 def as_part_of(cmd: Command, app_command: Command) -> Command:
     """A round trip's ``cmd`` as part of the app's call that caused it: named after it, and
     reading its result as the app's command would. Where its keys sit stays its own."""
-    return cmd._replace(
+    return dataclasses.replace(
+        cmd,
         resource=app_command.resource,
         read=app_command.read,
         misses=app_command.misses,

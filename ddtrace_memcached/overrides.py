@@ -16,9 +16,10 @@ from typing import Any
 from typing import Dict
 from typing import Iterator
 from typing import Mapping
-from typing import NamedTuple
 from typing import Optional
 import weakref
+
+from .records import record
 
 log = logging.getLogger("ddtrace.contrib.memcached")
 
@@ -27,7 +28,8 @@ OVERRIDE_ATTR = "_ddtrace_memcached_override"
 OWNER_ATTR = "_ddtrace_memcached_owner"  # a weak reference to the outer client (adopt())
 
 
-class Scope(NamedTuple):
+@record
+class Scope:
     """What the enclosing wrapper clients ask of the spans they cause."""
 
     service: Optional[str] = None

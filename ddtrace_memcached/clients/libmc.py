@@ -47,7 +47,6 @@ from typing import Any
 from typing import Callable
 from typing import Dict
 from typing import Iterator
-from typing import NamedTuple
 from typing import Optional
 from typing import Tuple
 
@@ -67,6 +66,7 @@ from ..commands import Command
 from ..commands import Keys
 from ..commands import Read
 from ..commands import command
+from ..records import record
 
 log = logging.getLogger("ddtrace.contrib.memcached")
 
@@ -161,7 +161,8 @@ def code_failure(instance: Any, code: int) -> core.Failure:
 # --- the client's settings and its servers -----------------------------------------------
 
 
-class Settings(NamedTuple):
+@record
+class Settings:
     noreply: bool
     failover: bool
     prefix: bytes

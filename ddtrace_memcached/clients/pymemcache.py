@@ -12,6 +12,7 @@ While patched, ddtrace's built-in ``pymemcache`` integration is kept quiet
 (:func:`_silence_builtin`), and :func:`unpatch` hands back to it.
 """
 
+import dataclasses
 from functools import partial
 import gc
 import logging
@@ -203,7 +204,7 @@ def _numbered(scope: overrides.Scope, func):
     def attempt(*args, **kwargs):
         nonlocal attempts
         attempts += 1
-        token = overrides.enter_scope(scope._replace(attempt=attempts))
+        token = overrides.enter_scope(dataclasses.replace(scope, attempt=attempts))
         try:
             return func(*args, **kwargs)
         finally:
