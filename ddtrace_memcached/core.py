@@ -614,15 +614,13 @@ def as_function(wrapper: Callable, library: Library, command: Optional[Command])
     instructions more per call (``benchmarks/anatomy.py``)."""
 
     def make(original: Callable) -> Callable:
-        def traced(self, *args, **kwargs):
+        def traced(self, args, kwargs):
             try:
-                if not tracer.enabled:
-                    return original(self, *args, **kwargs)
                 return wrapper(library, command, MethodType(original, self), self, args, kwargs)
             finally:
                 args = kwargs = None  # noqa: F841 (see trace)
 
-        return traced
+        return wrapping.passing(original, wrapping.TRACING, traced)
 
     return wrapping.Hook(make)
 
@@ -640,7 +638,7 @@ def hook(library: Library, before: Optional[Callable] = None, after: Optional[Ca
     """
 
     def make(original: Callable) -> Callable:
-        def hooked(self, *args, **kwargs):
+        def hooked(self, args, kwargs):
             try:
                 call = _current.get()
                 if call is None or call.library is not library:
@@ -660,6 +658,6 @@ def hook(library: Library, before: Optional[Callable] = None, after: Optional[Ca
             finally:
                 args = kwargs = result = None  # noqa: F841 (see trace)
 
-        return hooked
+        return wrapping.passing(original, _current.get, hooked)  # None: no call in progress
 
     return wrapping.Hook(make)

@@ -13,6 +13,7 @@ from under a wrapper that someone put on top of it.
 """
 
 from functools import partial
+import inspect
 from typing import Any
 from typing import Callable
 from typing import Iterable
@@ -30,11 +31,104 @@ class Hook:
         self.make = make
 
 
+def passing(original: Callable, active: Callable[[], Any], slow: Callable[[Any, tuple, dict], Any]) -> Callable:
+    """A plain function for :class:`Hook`\\ s to install in place of the method ``original``,
+    with its parameters: while ``active()`` is falsy it calls ``original`` with them, and
+    otherwise returns ``slow(self, args, kwargs)``, the arguments bound as ``original``
+    binds them (every one that has a position, by position; defaults included).
+
+    Why its parameters, not ``(self, *args, **kwargs)``: CPython (3.11+) neither
+    specializes nor inlines a call to a function of ``*args``, nor the call it makes with
+    them, and packs a tuple and a dict each time: 1.5k instructions more per method, paid
+    on every command that passes it, traced or not (``benchmarks/anatomy.py``). A method
+    whose parameters cannot be read (a C method) gets that function.
+
+    The frame ends without the app's arguments (see ``core.trace``).
+    """
+    namespace = {"_ddtm_original": original, "_ddtm_active": active, "_ddtm_slow": slow}
+    source = _passing_source(original, namespace)
+    if source is None:
+
+        def passing(self, *args, **kwargs):
+            try:
+                if not active():
+                    return original(self, *args, **kwargs)
+                return slow(self, args, kwargs)
+            finally:
+                args = kwargs = None  # noqa: F841
+
+        return passing
+    name = original.__name__
+    exec(compile(source, "<ddtrace_memcached: %s>" % getattr(original, "__qualname__", name), "exec"), namespace)
+    return namespace[name]
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _passing_source(original: Callable, namespace: dict):
+    """The source of :func:`passing`'s function for ``original``, its defaults put in
+    ``namespace``; None when its parameters cannot be spelled."""
+    try:
+        parameters = list(inspect.signature(original, follow_wrapped=False).parameters.values())
+        name = original.__name__
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if not name.isidentifier() or not parameters or parameters[0].kind not in _POSITIONAL:
+        return None
+    if any(p.name.startswith("_ddtm_") for p in parameters):
+        return None
+    spelled, forward, positional, keywords = [], [], [], []
+    star = False
+    for i, p in enumerate(parameters):
+        default = ""
+        if p.default is not p.empty:
+            namespace["_ddtm_%d" % i] = p.default
+            default = "=_ddtm_%d" % i
+        if p.kind in _POSITIONAL:
+            spelled.append(p.name + default)
+            forward.append(p.name)
+            positional.append(p.name)
+            if p.kind is inspect.Parameter.POSITIONAL_ONLY and (
+                i + 1 == len(parameters) or parameters[i + 1].kind is not inspect.Parameter.POSITIONAL_ONLY
+            ):
+                spelled.append("/")
+        elif p.kind is inspect.Parameter.VAR_POSITIONAL:
+            star = True
+            spelled.append("*" + p.name)
+            forward.append("*" + p.name)
+            positional.append("*" + p.name)
+        elif p.kind is inspect.Parameter.KEYWORD_ONLY:
+            if not star:
+                star = True
+                spelled.append("*")
+            spelled.append(p.name + default)
+            forward.append("%s=%s" % (p.name, p.name))
+            keywords.append("%r: %s" % (p.name, p.name))
+        else:  # VAR_KEYWORD
+            spelled.append("**" + p.name)
+            forward.append("**" + p.name)
+            keywords.append("**" + p.name)
+    own = [p.name for p in parameters[1:]]
+    lines = [
+        "def %s(%s):" % (name, ", ".join(spelled)),
+        "    try:" if own else "    if True:",
+        "        if not _ddtm_active():",
+        "            return _ddtm_original(%s)" % ", ".join(forward),
+        "        return _ddtm_slow(%s, (%s), {%s})"
+        % (parameters[0].name, "".join(a + ", " for a in positional[1:]), ", ".join(keywords)),
+    ]
+    if own:
+        lines += ["    finally:", "        %s = None" % " = ".join(own)]
+    return "\n".join(lines) + "\n"
+
+
 Target = Tuple[type, str, Union[Callable, Hook]]
 
-_TRACING = partial(getattr, tracer, "enabled")
-"""A FunctionWrapper's ``enabled``: while the tracer is disabled, wrapt calls the method
-without calling our wrapper, all in C (5.3k instructions added per command, not 6.6k)."""
+TRACING = partial(getattr, tracer, "enabled")
+"""Whether the tracer is enabled, asked in C: a FunctionWrapper's ``enabled`` (while the
+tracer is disabled, wrapt calls the method without calling our wrapper: 5.3k instructions
+added per command, not 6.6k), and :func:`passing`'s ``active`` for ``core.as_function``."""
 
 _OURS: set = set()
 _HOOKED = "_ddtrace_memcached_hook"  # set on the plain functions that Hooks make
@@ -74,7 +168,7 @@ def _install(cls: type, method: str, original: Any, wrapper: Union[Callable, Hoo
         setattr(function, _HOOKED, True)
         setattr(cls, method, function)
     else:
-        wrapt.wrap_object(cls, method, wrapt.FunctionWrapper, (wrapper,), {"enabled": _TRACING})
+        wrapt.wrap_object(cls, method, wrapt.FunctionWrapper, (wrapper,), {"enabled": TRACING})
 
 
 def in_chain(attribute: Any) -> bool:
