@@ -23,11 +23,16 @@ _patched = False
 _clients: Dict[str, ModuleType] = {}  # client -> its module, while patched
 _hooked: set = set()  # clients whose import hook is registered (hooks cannot be removed)
 _outside: set = set()  # clients outside the supported range, said so once
+_patching: set = set()  # clients whose module _patch_client is importing
+
+
+def client_module_name(client: str) -> str:
+    return "%s.clients.%s" % (__package__, client)
 
 
 def client_module(client: str) -> ModuleType:
     """``ddtrace_memcached.clients.<client>``, which imports the client's library."""
-    return importlib.import_module("%s.clients.%s" % (__package__, client))
+    return importlib.import_module(client_module_name(client))
 
 
 def patched_clients() -> Dict[str, ModuleType]:
@@ -78,6 +83,7 @@ def patch() -> None:
         if client not in _hooked:
             _hooked.add(client)
             wrapt.importer.when_imported(client)(_on_import)
+            wrapt.importer.when_imported(client_module_name(client))(_on_client_module)
 
 
 def unpatch() -> None:
@@ -98,8 +104,18 @@ def unpatch() -> None:
 
 
 def _on_import(module: ModuleType) -> None:
-    if _patched and module.__name__ in registry.covered():
-        _patch_client(module.__name__)
+    client = module.__name__
+    if _patched and client in registry.covered() and not _initializing(client_module_name(client)):
+        _patch_client(client)  # (our module being imported imports the client: see below)
+
+
+def _on_client_module(module: ModuleType) -> None:
+    """Our client module, once its body ran. The app may import it before the client's
+    library (to read an ``error.type`` constant): then the library's import, at the top of
+    the client module, finds it half-made, and the client is patched here instead."""
+    client = module.__name__.rpartition(".")[2]
+    if _patched and client in registry.covered() and client in sys.modules and client not in _patching:
+        _patch_client(client)
 
 
 def _patch_client(client: str, existing: bool = False) -> None:
@@ -111,6 +127,7 @@ def _patch_client(client: str, existing: bool = False) -> None:
     """
     if client in _clients:
         return
+    _patching.add(client)
     try:
         if not _compatible(registry.BY_MODULE[client]):
             return
@@ -121,6 +138,14 @@ def _patch_client(client: str, existing: bool = False) -> None:
             module.patch_existing()
     except Exception:
         log.debug("could not patch %s", client, exc_info=True)
+    finally:
+        _patching.discard(client)
+
+
+def _initializing(name: str) -> bool:
+    """Whether module ``name`` is being imported (in ``sys.modules``, its body still running)."""
+    module = sys.modules.get(name)
+    return module is not None and bool(getattr(getattr(module, "__spec__", None), "_initializing", False))
 
 
 def _compatible(client: registry.Client) -> bool:

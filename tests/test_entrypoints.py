@@ -315,6 +315,22 @@ def test_direct_patch_traces_a_client_imported_later(memcached):
     assert_ours(spans_of(run_python(app([body, CLIENT_COMMANDS], memcached))), *CLIENT_RESOURCES)
 
 
+def test_direct_patch_traces_a_client_whose_module_the_app_imported_first(memcached):
+    """The app imports ``ddtrace_memcached.clients.pymemcache`` (for its ``error.type``
+    constants) after ``patch()`` and before pymemcache: pymemcache's import, at the top of
+    that module, finds it half-made; the client is patched once the module is whole."""
+    body = """
+    import sys
+
+    import ddtrace_memcached
+
+    ddtrace_memcached.patch()
+    assert "pymemcache" not in sys.modules
+    from ddtrace_memcached.clients.pymemcache import FAILED_SERVER
+    """
+    assert_ours(spans_of(run_python(app([body, CLIENT_COMMANDS], memcached))), *CLIENT_RESOURCES)
+
+
 # --- 5. patch / unpatch --------------------------------------------------------------
 
 
