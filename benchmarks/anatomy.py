@@ -28,6 +28,11 @@ Each part runs in its own interpreter under callgrind (``callgrind.py``): after 
 two batches of different lengths are counted, and the difference per command is the
 part's cost. The counts do not move with load on the machine. Run:
 ``.venv/bin/python benchmarks/anatomy.py``.
+
+With ``--clients``, it then says how many layers of each kind every installed client's get
+and set pass (``layers.py``), what those layers add at the figures above with the tracer
+disabled, next to what the budget measured of the whole command, and how many of the
+integration's Python calls a traced command makes.
 """
 
 import argparse
@@ -145,6 +150,7 @@ def _count(part: str, commands: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--commands", type=int, default=1000, help="commands counted per part (default 1000)")
+    parser.add_argument("--clients", action="store_true", help="then the layers each client's get and set pass")
     parser.add_argument("--run", choices=PARTS + OFF, help=argparse.SUPPRESS)  # the measured process
     parser.add_argument("--lengths", help=argparse.SUPPRESS)  # its batches
     args = parser.parse_args()
@@ -169,6 +175,13 @@ def main() -> None:
     print("| tracer disabled: a command wrapped by wrapt (wrapping.wrap) | %.1f |" % (per["off-wrapt"] - off))
     print("| tracer disabled: a method under core.as_function | %.1f |" % (per["off-function"] - off))
     print("| tracer disabled: a method under core.hook | %.1f |" % (per["off-hook"] - off))
+    if args.clients:
+        import budget
+        import layers
+
+        costs = {"wrapt": per["off-wrapt"] - off, "function": per["off-function"] - off, "hook": per["off-hook"] - off}
+        print()
+        print(layers.table(layers.profiles(), costs, budget.load()["budgets"]))
 
 
 if __name__ == "__main__":

@@ -108,3 +108,30 @@ def test_budget_is_exceeded_by_a_slower_ours():
     assert budget.exceeded(run(100.0, 100.0, 2.45), recorded) == []
     assert len(budget.exceeded(run(100.0, 100.0, 2.55), recorded)) == 1
     assert budget.exceeded(run(100.0, 100.0, 6.0, name="set"), recorded) == ["pymemcache set: no budget recorded"]
+
+
+def test_with_the_tracer_disabled_a_command_passes_its_layers_and_runs_nothing_else():
+    """``benchmarks/layers.py``'s profile of every installed client (what ``anatomy.py
+    --clients`` reports): with the tracer disabled, a command runs none of the integration's
+    code but its plain layers (wrapt skips our wrapper: ``wrapping.TRACING``), the same
+    layers as when traced; traced, the app's command is one wrapt layer (libmc's are plain
+    functions of its module)."""
+    script = (
+        "import json, sys; sys.path.insert(0, %r); import layers; "
+        "print(json.dumps({k: {p: dict(c) for p, c in v.items()} for k, v in layers.profiles().items()}))"
+        % os.path.join(ROOT, "benchmarks")
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert {name.split()[0] for name in found} == {CLIENT_OF[name] for name in WORKLOADS}
+    for name, phases in found.items():
+        on, off = phases["enabled"], phases["disabled"]
+        assert on.get("calls", 0) > 0, name
+        for kind in ("hook", "function"):
+            assert on.get(kind, 0) == off.get(kind, 0), (name, kind)
+        if name.startswith("libmc "):
+            assert on.get("wrapt", 0) == 0 and off.get("calls", 0) > 0, name
+        else:
+            assert on.get("wrapt") == 1, name
+            assert off.get("calls", 0) == 0, (name, off)
