@@ -56,13 +56,15 @@ def _kinds() -> Dict[str, str]:
 def _profile(run: Callable[[], object], kinds: Dict[str, str]) -> collections.Counter:
     """The layers and the integration's calls that one ``run()`` passes."""
     seen: collections.Counter = collections.Counter()
+    started: list = []  # frames seen: a coroutine's "call" event comes again at every resume
 
     def profiler(frame, event, arg):
-        if event != "call":
+        if event != "call" or any(frame is f for f in started):
             return
+        started.append(frame)
         code = frame.f_code
         if code.co_filename.startswith(PASSING):
-            qualname = frame.f_code.co_filename[len(PASSING) + 2 : -1]  # "<ddtrace_memcached: C.m>"
+            qualname = code.co_filename[len(PASSING) + 2 : -1]  # "<ddtrace_memcached: C.m>"
             seen[kinds.get(qualname, "function")] += 1
         elif PACKAGE in code.co_filename:
             seen["calls"] += 1

@@ -19,9 +19,9 @@ error recording, and the guards that keep the integration's own failures from th
 """
 
 import contextvars
+from functools import partial
 import logging
 from time import time_ns
-from types import MethodType
 from typing import Any
 from typing import Callable
 from typing import Dict
@@ -87,10 +87,27 @@ class Call:
 
 class OuterCall(Call):
     """An :func:`outer` call: it has no span of its own, but counts those made below it
-    (``spans``), notes the servers of those made right below it (``servers``, for a library
-    that looks at them) and when it started (``start_ns``); :func:`outer` sets them."""
+    (``spans``), notes the servers of those made right below it (``servers``, a list for a
+    library that looks at them, else None) and when it started (``start_ns``)."""
 
     __slots__ = ("spans", "servers", "start_ns")
+
+    def __init__(self, library: "Library", command: Command, instance: Any, outer: Optional[Call], servers):
+        # Not Call.__init__: CPython (3.11+) specializes each attribute store of an __init__
+        # for one class, and the stores of one shared by both classes would miss on every
+        # other call, outer call and round trip in turn (2-3k instructions per command).
+        self.library = library
+        self.command = command
+        self.instance = instance
+        self.outer = outer
+        self.span = None
+        self.server = None
+        self.rows = None
+        self.failure = None
+        self.noreply = False
+        self.spans = 0
+        self.servers = servers
+        self.start_ns = time_ns()
 
 
 class Library:
@@ -553,9 +570,8 @@ def outer(library: Library, command: Command, wrapped: Callable, instance: Any, 
             return wrapped(*args, **kwargs)  # a method that the app's method calls
         try:
             named = command if current is None or current.span is not None else current.command  # the outermost's
-            call = OuterCall(library, named, instance, current, None)
             # the servers below it only for a library that looks at them (Library.unspanned)
-            call.spans, call.servers, call.start_ns = 0, [] if library.inspects_unspanned else None, time_ns()
+            call = OuterCall(library, named, instance, current, [] if library.inspects_unspanned else None)
             scope = overrides.enter(instance)
         except Exception:
             log.debug("could not trace memcached %s", command.resource, exc_info=True)
@@ -607,20 +623,16 @@ def _span_after(call: OuterCall, args, kwargs, server: Any, failure: Optional[Fa
 
 
 def as_function(wrapper: Callable, library: Library, command: Optional[Command]) -> wrapping.Hook:
-    """``partial(wrapper, library, command)`` (:func:`trace` or :func:`outer`) installed as a
-    plain function, not a wrapt ``FunctionWrapper``: for the Python methods that a client
-    runs below the app's own call on every command (meta-memcache's meta methods and
-    executor, bmemcached's protocol, emcache's requests), where wrapt's binding costs 4k
-    instructions more per call (``benchmarks/anatomy.py``)."""
+    """``partial(wrapper, library, command)`` (:func:`trace`, :func:`trace_async` or
+    :func:`outer`) installed as a plain function (:func:`wrapping.passing`), not a wrapt
+    ``FunctionWrapper``: for the Python methods on a command's path in the clients whose
+    commands pass more than one layer (the app's command and what it calls on every command:
+    meta-memcache's meta methods and executor, bmemcached's protocol, emcache's requests),
+    where wrapt's binding costs 4k instructions more per call (``benchmarks/anatomy.py``).
+    The wrapper is called as wrapt calls it, with the method bound to the instance."""
 
     def make(original: Callable) -> Callable:
-        def traced(self, args, kwargs):
-            try:
-                return wrapper(library, command, MethodType(original, self), self, args, kwargs)
-            finally:
-                args = kwargs = None  # noqa: F841 (see trace)
-
-        return wrapping.passing(original, wrapping.TRACING, traced)
+        return wrapping.passing(original, wrapping.TRACING, partial(wrapper, library, command), bound=True)
 
     return wrapping.Hook(make)
 

@@ -537,10 +537,21 @@ def _defined(cls, method):
     return next((vars(klass)[method] for klass in cls.__mro__ if method in vars(klass)), None)
 
 
+def _introspected(attribute):
+    """What frameworks ask of a method: whether it is a coroutine function, its signature."""
+    function = attribute.__func__ if isinstance(attribute, (classmethod, staticmethod)) else attribute
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a C method's may be unreadable, wrapped or not
+        signature = None
+    return inspect.iscoroutinefunction(function), signature
+
+
 def test_patch_unpatch_cycles_stack_no_wrapper(adapter, memcached, spans):
     """Cycles of patch() (every fifth twice) and unpatch(): while patched, every attribute
     the client module wraps (its ``targets()``) is one wrapper of ours right around the
-    original, a second patch() changes none, and a command is one span; once unpatched,
+    original, introspected as the original is (a coroutine function or not, its signature),
+    a second patch() changes none, and a command is one span; once unpatched,
     every target class and the client's own module are as they were, and a client made
     while patched makes no span."""
     integration = client_module(adapter.client)
@@ -558,6 +569,7 @@ def test_patch_unpatch_cycles_stack_no_wrapper(adapter, memcached, spans):
             for (cls, method), attribute in installed.items():
                 assert wrapping.is_ours(attribute), (cycle, cls, method, attribute)
                 assert attribute.__wrapped__ is originals[cls, method], (cycle, cls, method)
+                assert _introspected(attribute) == _introspected(originals[cls, method]), (cls, method)
             if cycle % 5 == 0:
                 ddtrace_memcached.patch()  # idempotent
                 again = {(cls, method): vars(cls).get(method) for cls, method in wrapped}

@@ -136,3 +136,62 @@ def test_a_method_without_a_signature_gets_the_generic_function():
     target = {}
     wrapping.passing(original, lambda: False, None)(target, {"a": 1}, b=2)
     assert target == {"a": 1, "b": 2}
+
+
+def test_bound_hands_the_slow_path_the_method_bound_as_a_wrapt_wrapper_gets_it():
+    """``core.as_function``'s form: ``slow(method, instance, args, kwargs)``, no frame between."""
+    seen = []
+
+    def wrapper(wrapped, instance, args, kwargs):
+        seen.append((wrapped.__self__ is instance, wrapped.__func__ is Methods.defaults, args, kwargs))
+        return wrapped(*args, **kwargs)
+
+    cls = type("Methods", (Methods,), {})
+    wrapping.wrap(
+        cls, "defaults", wrapping.Hook(lambda original: wrapping.passing(original, lambda: True, wrapper, True))
+    )
+    assert cls().defaults("k", flags=3) == ("defaults", "k", DEFAULT, 3)
+    assert seen == [(True, True, ("k", DEFAULT, 3), {})]
+    seen.clear()
+    function = wrapping.passing(dict.update, lambda: True, wrapper, bound=True)  # the generic function
+    target = {}
+    function(target, {"a": 1})
+    assert target == {"a": 1} and seen == [(True, False, ({"a": 1},), {})]
+
+
+class Coroutines:
+    async def fetch(self, key, default=DEFAULT):
+        return ("fetch", key, default)
+
+    async def fails(self, key):
+        raise ValueError("from the coroutine")
+
+    async def anything(*args):  # no parameter for the instance to spell: the generic function
+        return ("anything", args[1:])
+
+
+@pytest.mark.parametrize("active", [False, True], ids=["passing", "slow"])
+def test_a_coroutine_function_stays_one_and_is_awaited(active):
+    """An asyncio client's command (emcache's) is still a coroutine function once wrapped
+    (``inspect.iscoroutinefunction``, which frameworks ask), and its call awaits the method's."""
+    import asyncio
+    import inspect
+
+    seen = []
+
+    async def awaited(wrapped, instance, args, kwargs):
+        seen.append(args)
+        return await wrapped(*args, **kwargs)
+
+    cls = type("Coroutines", (Coroutines,), {})
+    for method in ("fetch", "fails", "anything"):
+        wrapping.wrap(
+            cls, method, wrapping.Hook(lambda original: wrapping.passing(original, lambda: active, awaited, True))
+        )
+        assert inspect.iscoroutinefunction(vars(cls)[method]), method
+    instance = cls()
+    assert asyncio.run(instance.fetch("k")) == ("fetch", "k", DEFAULT)
+    assert asyncio.run(instance.anything("k")) == ("anything", ("k",))
+    with pytest.raises(ValueError, match="from the coroutine"):
+        asyncio.run(instance.fails("k"))
+    assert seen == ([("k", DEFAULT), ("k",), ("k",)] if active else [])

@@ -16,7 +16,6 @@ bmemcached swallows socket errors (it returns False/None/``{}`` instead of raisi
 its Pin and override are shared across threads (:func:`overrides.share_across_threads`).
 """
 
-from functools import partial
 import logging
 from typing import Iterator
 
@@ -128,7 +127,7 @@ def targets() -> Iterator[wrapping.Target]:
     yield protocol, "_connection_error", core.hook(LIBRARY, before=on_connection_error)
     for cls in CLIENT_CLASSES:
         for cmd in for_version(CLIENT_COMMANDS, VERSION):
-            yield cls, cmd.method, partial(core.outer, CLIENT_LIBRARY, cmd)
+            yield cls, cmd.method, core.as_function(core.outer, CLIENT_LIBRARY, cmd)
 
 
 def patch() -> None:

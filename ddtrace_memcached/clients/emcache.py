@@ -23,7 +23,6 @@ the batch to be sent and the batch's round trip, which it shares with the other 
 of that batch. No span is made for the batch itself.
 """
 
-from functools import partial
 import logging
 from typing import Any
 from typing import Iterator
@@ -200,7 +199,7 @@ def targets() -> Iterator[wrapping.Target]:
     """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
     for library, table in ((KEYED_LIBRARY, KEYED), (MULTI_LIBRARY, MULTI), (PER_NODE_LIBRARY, PER_NODE)):
         for cmd in table:
-            yield Client, cmd.method, partial(core.trace_async, library, cmd)
+            yield Client, cmd.method, core.as_function(core.trace_async, library, cmd)
     yield Node, "connection", core.hook(MULTI_LIBRARY, before=remember_node)
     for cmd in ROUND_TRIPS:  # below the client's method on every command: plain functions
         yield Protocol, cmd.method, core.as_function(trace_round_trip, ROUND_TRIP, cmd)

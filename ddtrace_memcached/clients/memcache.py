@@ -19,7 +19,6 @@ multi-key commands write to every server and then read from every server, inline
 (:func:`overrides.share_across_threads`).
 """
 
-from functools import partial
 import logging
 import re
 import socket
@@ -148,7 +147,7 @@ def on_value(call, instance, args, kwargs, result):
 def targets() -> Iterator[wrapping.Target]:
     """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
     for cmd in COMMANDS:
-        yield memcache.Client, cmd.method, partial(core.trace, LIBRARY, cmd)
+        yield memcache.Client, cmd.method, core.as_function(core.trace, LIBRARY, cmd)
     yield memcache.Client, "_get_server", core.hook(LIBRARY, after=on_get_server)
     yield memcache.Client, "_map_and_prefix_keys", core.hook(LIBRARY, after=on_map_keys)
     yield memcache.Client, "_recv_value", core.hook(LIBRARY, after=on_value)

@@ -19,7 +19,6 @@ returns ``MISS_DUE_TO_ERROR`` / ``NOT_STORED_DUE_TO_ERROR`` instead of raising: 
 spans are marked as errors, the result is left as it is.
 """
 
-from functools import partial
 import logging
 from typing import Any
 from typing import Dict
@@ -260,7 +259,7 @@ CLIENT_LIBRARY = MetaMemcacheClient()
 def targets() -> Iterator[wrapping.Target]:
     """(class, method, wrapper) for everything :func:`patch` wraps; absent methods are skipped."""
     for cmd in COMMANDS:
-        yield HighLevelCommandsMixin, cmd.method, partial(core.outer, CLIENT_LIBRARY, cmd)
+        yield HighLevelCommandsMixin, cmd.method, core.as_function(core.outer, CLIENT_LIBRARY, cmd)
     # Below the high-level methods on every command: plain functions (core.as_function).
     for cmd in META:
         yield MetaCommandsMixin, cmd.method, core.as_function(core.outer, CLIENT_LIBRARY, cmd)
