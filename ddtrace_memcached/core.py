@@ -438,7 +438,8 @@ def _restored(call: Call, result: Any, default: Any) -> Any:
 
 @wrapping.ours
 def trace(library: Library, command: Command, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """The wrapt wrapper of every synchronous command; bind the first two with ``partial``.
+    """The wrapper (in wrapt's form) of every synchronous command; bind the first two with
+    ``partial`` for wrapt, or install it with :func:`as_function`.
 
     Whatever the path, this frame ends without the app's arguments or result: a frame
     outlives its call when an exception refers to it (its traceback, or the ``f_back`` of
@@ -479,7 +480,7 @@ def trace(library: Library, command: Command, wrapped: Callable, instance: Any, 
 
 @wrapping.ours
 def trace_async(library: Library, command: Command, wrapped: Callable, instance: Any, args: tuple, kwargs: dict):
-    """The wrapt wrapper of every coroutine command: the span covers the awaited work.
+    """The wrapper (in wrapt's form) of every coroutine command: the span covers the awaited work.
 
     It starts when the coroutine starts (not when it is created), as a child of the
     awaiting task's active span, and finishes when the coroutine returns, raises or is
@@ -554,8 +555,8 @@ def _tag_cancelled(span) -> None:
 
 @wrapping.ours
 def outer(library: Library, command: Command, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """The wrapt wrapper of a method whose round trips are spans made below it (pymemcache's
-    ``HashClient``, bmemcached's clients, meta-memcache's methods).
+    """The wrapper (in wrapt's form) of a method whose round trips are spans made below it
+    (pymemcache's ``HashClient``, bmemcached's clients, meta-memcache's methods).
 
     The round trips' spans are named after it and get its overrides and Pin; the
     outermost call names them (``get_typed`` calls ``get``: the app called ``get_typed``).
